@@ -1,0 +1,187 @@
+//! Bearer-token authentication: HS256 JWTs with `sub` (user id), `role` and `exp` (SPEC §3).
+
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Role, UserId};
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// The signing secret: at least 32 bytes, as HS256 needs a key as long as its hash.
+#[derive(Clone)]
+pub struct JwtSecret(Vec<u8>);
+
+impl JwtSecret {
+    pub const MIN_LEN: usize = 32;
+
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value.len() < Self::MIN_LEN {
+            return Err(format!(
+                "must be at least {} bytes, got {}",
+                Self::MIN_LEN,
+                value.len()
+            ));
+        }
+        Ok(Self(value.as_bytes().to_vec()))
+    }
+}
+
+impl std::fmt::Debug for JwtSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtSecret(redacted)")
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    role: Role,
+    exp: u64,
+}
+
+/// Verifies tokens. Built once at startup.
+pub struct TokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenVerifier {
+    pub fn new(secret: &JwtSecret) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Expiry is exact: a token is refused from the second its `exp` names.
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            key: DecodingKey::from_secret(&secret.0),
+            validation,
+        }
+    }
+
+    fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|error| {
+                use jsonwebtoken::errors::ErrorKind;
+                ApiError::Unauthenticated(match error.kind() {
+                    ErrorKind::ExpiredSignature => "the token has expired",
+                    ErrorKind::InvalidSignature => "the token's signature is invalid",
+                    _ => "the token is malformed",
+                })
+            })?
+            .claims;
+        let user = UserId::parse_str(&claims.sub)
+            .map_err(|_| ApiError::Unauthenticated("the token's sub is not a positive user id"))?;
+        Ok(Caller {
+            user,
+            role: claims.role,
+        })
+    }
+}
+
+/// Signs a token for `user`, valid for `ttl` (the `payment-svc token` command).
+pub fn mint_token(
+    secret: &JwtSecret,
+    user: UserId,
+    role: Role,
+    ttl: Duration,
+) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let claims = Claims {
+        sub: user.to_string(),
+        role,
+        exp: (now + ttl).as_secs(),
+    };
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&secret.0),
+    )?)
+}
+
+/// An authenticated caller of any role.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub user: UserId,
+    pub role: Role,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or(ApiError::Unauthenticated(
+                "the Authorization header is missing",
+            ))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthenticated(
+                "the Authorization header must be `Bearer <token>`",
+            ))?;
+        state.tokens.verify(token.trim())
+    }
+}
+
+/// An authenticated caller with the admin role.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        match caller.role {
+            Role::Admin => Ok(Admin(caller)),
+            Role::User => Err(ApiError::Forbidden),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> JwtSecret {
+        JwtSecret::parse(&"s".repeat(32)).unwrap()
+    }
+
+    #[test]
+    fn secrets_shorter_than_32_bytes_are_refused() {
+        assert!(JwtSecret::parse(&"s".repeat(31)).is_err());
+    }
+
+    #[test]
+    fn minted_tokens_verify() {
+        let token = mint_token(
+            &secret(),
+            UserId::parse(7).unwrap(),
+            Role::Admin,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let caller = TokenVerifier::new(&secret()).verify(&token).unwrap();
+        assert_eq!((caller.user.get(), caller.role), (7, Role::Admin));
+    }
+
+    #[test]
+    fn another_secret_is_refused() {
+        let other = JwtSecret::parse(&"o".repeat(32)).unwrap();
+        let token = mint_token(
+            &other,
+            UserId::parse(7).unwrap(),
+            Role::User,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert!(TokenVerifier::new(&secret()).verify(&token).is_err());
+    }
+}

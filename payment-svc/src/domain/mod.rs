@@ -1,0 +1,12 @@
+//! Validated domain values. Each type can only be built through its parser, so code that holds
+//! one never re-checks it (parse, don't validate).
+
+mod concert;
+mod points;
+mod seat;
+mod user;
+
+pub use concert::{NewConcert, NewSchedule, RawSchedule};
+pub use points::ChargeAmount;
+pub use seat::SeatNo;
+pub use user::{Role, UserId};

@@ -1,0 +1,164 @@
+//! The API's one error type. Every failure a client can see is a variant here, mapped to its
+//! HTTP status and problem code (SPEC §3) in one place and rendered as RFC 9457 problem+json.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Seconds a client should wait before retrying when Postgres is unreachable.
+const RETRY_AFTER_SECONDS: &str = "2";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("this endpoint needs the admin role")]
+    Forbidden,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("balance {balance} is below the price {price}")]
+    InsufficientBalance { balance: i64, price: i64 },
+    #[error("the sale of this schedule is not open")]
+    SaleNotOpen,
+    #[error("the seat is held by someone else or sold")]
+    SeatUnavailable,
+    #[error("the hold expired before it was paid")]
+    ReservationExpired,
+    #[error("the reservation is not held: it was already paid")]
+    ReservationNotHeld,
+    #[error("a request with this Idempotency-Key is still in flight")]
+    IdempotencyKeyInUse,
+    #[error("this Idempotency-Key was used with a different request body")]
+    IdempotencyKeyReused,
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("the request body must be sent with Content-Type: application/json")]
+    UnsupportedMediaType,
+    #[error("{0}")]
+    Validation(String),
+    #[error("the database is unreachable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use ApiError::*;
+        match self {
+            Malformed(_) => (StatusCode::BAD_REQUEST, "MALFORMED_REQUEST"),
+            Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
+            Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            InsufficientBalance { .. } => (StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE"),
+            SaleNotOpen => (StatusCode::CONFLICT, "SALE_NOT_OPEN"),
+            SeatUnavailable => (StatusCode::CONFLICT, "SEAT_UNAVAILABLE"),
+            ReservationExpired => (StatusCode::CONFLICT, "RESERVATION_EXPIRED"),
+            ReservationNotHeld => (StatusCode::CONFLICT, "RESERVATION_NOT_HELD"),
+            IdempotencyKeyInUse => (StatusCode::CONFLICT, "IDEMPOTENCY_KEY_IN_USE"),
+            IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
+            PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"),
+            Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+        }
+    }
+
+    /// A 400 for an unparseable header, path or query value.
+    pub fn malformed(what: impl std::fmt::Display) -> Self {
+        Self::Malformed(what.to_string())
+    }
+
+    /// A 422 for a well-formed request with an unacceptable value.
+    pub fn validation(what: impl std::fmt::Display) -> Self {
+        Self::Validation(what.to_string())
+    }
+}
+
+/// RFC 9457 problem details, plus our machine-readable `code`.
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    code: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        match &self {
+            // The cause chain goes to the log, never to the client.
+            ApiError::Internal(cause) => tracing::error!(error = ?cause, "request failed"),
+            ApiError::Unavailable(cause) => tracing::warn!(error = %cause, "database unavailable"),
+            _ => {}
+        }
+        let problem = Problem {
+            kind: format!("/problems/{}", code.to_ascii_lowercase().replace('_', "-")),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            code,
+        };
+        let mut response = (status, axum::Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
+    }
+}
+
+/// Database errors that a handler did not map itself: an unreachable database is a 503, a
+/// violated business constraint is the conflict it names, anything else is a 500.
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        if is_connectivity(&error) {
+            return ApiError::Unavailable(error);
+        }
+        if let Some(db) = error.as_database_error() {
+            match db.constraint() {
+                Some("reservations_one_live_per_seat") => return ApiError::SeatUnavailable,
+                Some("payments_one_per_reservation") => return ApiError::ReservationNotHeld,
+                _ => {}
+            }
+            // lock_not_available: a row stayed locked longer than the pool's lock_timeout.
+            if db.code().as_deref() == Some("55P03") {
+                return ApiError::Unavailable(error);
+            }
+        }
+        ApiError::Internal(error.into())
+    }
+}
+
+fn is_connectivity(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+    ) || error
+        .as_database_error()
+        .and_then(|db| db.code())
+        // Class 08: connection exceptions; 57P01..03: the server is shutting down or starting.
+        .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0"))
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> Self {
+        ApiError::Internal(error)
+    }
+}

@@ -1,0 +1,15 @@
+//! Idempotency for the money endpoints (SPEC §3): the same key and body replays the first
+//! response, another body is refused, and never does one key cause two effects.
+//!
+//! The protocol: [`begin`] opens the transaction that will carry the request's effect and
+//! inserts the key into it. The primary key makes a concurrent duplicate's insert wait until the
+//! first transaction ends; if it committed, the duplicate finds the saved response and replays
+//! it; if it rolled back (the request failed), the duplicate proceeds as the first. [`save`]
+//! stores the response in the same transaction as the effect, so a key is visible exactly when
+//! its effect is. Failed requests are not stored: a retry with the same key tries again.
+
+mod key;
+mod store;
+
+pub use key::IdempotencyKey;
+pub use store::{begin, save, Begin, Endpoint, Request, RequestHash, SavedResponse};

@@ -1,0 +1,71 @@
+use anyhow::Context;
+use payment_svc::auth::mint_token;
+use payment_svc::cli::{Cli, Command};
+use payment_svc::startup::Application;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse_with_default();
+    match cli.command {
+        Some(Command::Token(args)) => {
+            // Nothing else may reach stdout: scripts capture the token with $(...).
+            println!(
+                "{}",
+                mint_token(&args.jwt.jwt_secret, args.user_id, args.role(), args.ttl)?
+            );
+        }
+        Some(Command::Migrate(args)) => {
+            shared::telemetry::init(cli.log.log_format);
+            let pool = shared::db::pool_options(1)
+                .connect(&args.database.database_url)
+                .await
+                .context("connecting to DATABASE_URL")?;
+            shared::MIGRATOR
+                .run(&pool)
+                .await
+                .context("applying migrations")?;
+            tracing::info!("migrations applied");
+        }
+        Some(Command::Serve(args)) => {
+            shared::telemetry::init(cli.log.log_format);
+            let database = args
+                .database
+                .database_url
+                .parse()
+                .context("DATABASE_URL is not a valid Postgres URL")?;
+            let app = Application::build(args.settings(), database).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            app.run_until_stopped(shutdown).await?;
+            tracing::info!("payment-svc stopped");
+        }
+        None => unreachable!("parse_with_default always yields a subcommand"),
+    }
+    Ok(())
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+    token.cancel();
+}

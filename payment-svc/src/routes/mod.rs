@@ -1,0 +1,7 @@
+//! HTTP handlers, one module per resource (SPEC §3).
+
+pub mod concerts;
+pub mod health;
+pub mod payments;
+pub mod points;
+pub mod reservations;

@@ -1,0 +1,11 @@
+//! What payment-svc and ranking-worker share, each in one place: configuration pieces,
+//! telemetry, the Postgres pool and migrator, the outbox and the events it carries.
+
+pub mod config;
+pub mod db;
+pub mod events;
+pub mod metrics;
+pub mod outbox;
+pub mod telemetry;
+
+pub use db::MIGRATOR;

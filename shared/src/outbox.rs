@@ -1,0 +1,34 @@
+//! Writing to the transactional outbox. This is the only code that inserts outbox rows.
+
+use sqlx::PgConnection;
+
+use crate::events::OutboxEvent;
+
+/// The `LISTEN`/`NOTIFY` channel that wakes the relay when an event is committed.
+pub const NOTIFY_CHANNEL: &str = "outbox_ready";
+
+/// Inserts `event` into the outbox and notifies the relay, on the caller's transaction.
+///
+/// Both take effect only if that transaction commits: Postgres delivers a notification at
+/// commit and drops it on rollback, so a rolled-back payment leaves neither row nor wake-up.
+pub async fn enqueue<E: OutboxEvent>(tx: &mut PgConnection, event: &E) -> Result<(), sqlx::Error> {
+    let payload = serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(
+        "INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, payload)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(event.event_id())
+    .bind(E::EVENT_TYPE)
+    .bind(E::EVENT_VERSION)
+    .bind(event.aggregate_id())
+    .bind(payload)
+    .execute(&mut *tx)
+    .await?;
+    // The payload names the event for whoever reads it; the relay only needs the wake-up.
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(NOTIFY_CHANNEL)
+        .bind(event.event_id().to_string())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
