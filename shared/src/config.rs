@@ -24,3 +24,54 @@ pub struct LogArgs {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
 }
+
+/// Parses the command line, printing a bad or missing setting as one line that names it.
+///
+/// clap's own report spans several lines (the error, a usage line, a hint); operators read the
+/// first line of a crashed container's log, so it is folded into that line. `--help` and
+/// `--version` print as usual.
+pub fn parse_or_exit<T: clap::Parser>() -> T {
+    parse_from_or_exit(std::env::args_os())
+}
+
+/// [`parse_or_exit`] over the given arguments.
+pub fn parse_from_or_exit<T, I>(args: I) -> T
+where
+    T: clap::Parser,
+    I: IntoIterator,
+    I::Item: Into<std::ffi::OsString> + Clone,
+{
+    T::try_parse_from(args).unwrap_or_else(|error| {
+        use clap::error::ErrorKind;
+        if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+            || error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        {
+            error.exit();
+        }
+        eprintln!("{}", one_line(&error.render().to_string()));
+        std::process::exit(2);
+    })
+}
+
+fn one_line(report: &str) -> String {
+    report
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_reports_fold_into_one_line() {
+        let report = "error: the following required arguments were not provided:\n  --database-url <DATABASE_URL>\n\nUsage: x serve --database-url <DATABASE_URL>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(report),
+            "error: the following required arguments were not provided: --database-url <DATABASE_URL>"
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! Idempotency-Key on the money endpoints: replays, conflicts, and never two effects.
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::helpers::{assert_problem, settings, token, TestApp};
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn twenty_concurrent_payments_with_one_key_pay_once(_: PgPoolOptions, database: PgConnectOptions) {
+    let app = TestApp::spawn(database).await;
+    let (_, schedules) = app.create_concert(1, 5, 700).await;
+    app.charge(1, 10_000).await;
+    let reservation = app.hold_ok(1, schedules[0], 3).await;
+
+    let responses = join_all((0..20).map(|_| app.pay(1, reservation, "same-key"))).await;
+    let mut bodies = Vec::new();
+    let mut replayed = 0;
+    for response in responses {
+        assert_eq!(response.status(), StatusCode::CREATED);
+        replayed += usize::from(response.headers().get("idempotent-replayed").is_some());
+        bodies.push(response.json::<Value>().await.unwrap());
+    }
+    assert_eq!(replayed, 19, "all but the first are replays");
+    assert!(bodies.windows(2).all(|pair| pair[0] == pair[1]), "identical bodies");
+    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments").fetch_one(&app.db).await.unwrap();
+    assert_eq!(payments, 1);
+    assert_eq!(app.balance(1).await, 10_000 - 700);
+    assert_eq!(bodies[0]["balance"], 10_000 - 700);
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_key_reused_with_another_body_is_refused(_: PgPoolOptions, database: PgConnectOptions) {
+    let app = TestApp::spawn(database).await;
+    let (_, schedules) = app.create_concert(1, 5, 700).await;
+    app.charge(1, 10_000).await;
+    let first = app.hold_ok(1, schedules[0], 1).await;
+    let second = app.hold_ok(1, schedules[0], 2).await;
+    assert_eq!(app.pay(1, first, "key").await.status(), StatusCode::CREATED);
+
+    let before = app.fingerprint().await;
+    assert_problem(app.pay(1, second, "key").await, StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED").await;
+    assert_eq!(app.fingerprint().await, before);
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn keys_are_scoped_per_user(_: PgPoolOptions, database: PgConnectOptions) {
+    let app = TestApp::spawn(database).await;
+    let charge = |user| {
+        app.post("/points/charge")
+            .bearer_auth(token(user))
+            .header("Idempotency-Key", "shared-key")
+            .json(&json!({ "amount": 100 }))
+            .send()
+    };
+    assert_eq!(charge(1).await.unwrap().status(), StatusCode::OK);
+    let other = charge(2).await.unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    assert!(other.headers().get("idempotent-replayed").is_none());
+    assert_eq!((app.balance(1).await, app.balance(2).await), (100, 100));
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_replayed_charge_adds_nothing(_: PgPoolOptions, database: PgConnectOptions) {
+    let app = TestApp::spawn(database).await;
+    let charge = || {
+        app.post("/points/charge")
+            .bearer_auth(token(1))
+            .header("Idempotency-Key", "charge-1")
+            .json(&json!({ "amount": 250 }))
+            .send()
+    };
+    let first = charge().await.unwrap();
+    let first_body: Value = first.json().await.unwrap();
+    let again = charge().await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first_body);
+    assert_eq!(app.balance(1).await, 250);
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_duplicate_of_a_stuck_request_gets_key_in_use(_: PgPoolOptions, database: PgConnectOptions) {
+    let mut settings = settings();
+    settings.lock_timeout = std::time::Duration::from_millis(200);
+    let app = TestApp::spawn_with(database, settings).await;
+
+    // Another request holds the key in an open transaction, as a slow first request would.
+    let mut in_flight = app.db.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO idempotency_keys (user_id, endpoint, key, request_hash)
+         VALUES (1, 'POST /points/charge', 'busy', '\\x00')",
+    )
+    .execute(&mut *in_flight)
+    .await
+    .unwrap();
+
+    let response = app
+        .post("/points/charge")
+        .bearer_auth(token(1))
+        .header("Idempotency-Key", "busy")
+        .json(&json!({ "amount": 100 }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, StatusCode::CONFLICT, "IDEMPOTENCY_KEY_IN_USE").await;
+    in_flight.rollback().await.unwrap();
+    assert_eq!(app.balance(1).await, 0);
+}

@@ -1,0 +1,13 @@
+//! payment-svc's HTTP API against a real Postgres. Each test gets a fresh database.
+
+mod helpers;
+
+mod auth;
+mod bad_input;
+mod hold_expiry;
+mod idempotency;
+mod last_seat;
+mod money;
+mod operations;
+mod outbox_event;
+mod rollback;
