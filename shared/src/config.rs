@@ -43,8 +43,10 @@ where
 {
     T::try_parse_from(args).unwrap_or_else(|error| {
         use clap::error::ErrorKind;
-        if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
-            || error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        if matches!(
+            error.kind(),
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+        ) || error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
         {
             error.exit();
         }
@@ -57,7 +59,11 @@ fn one_line(report: &str) -> String {
     report
         .lines()
         .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .filter(|line| {
+            !line.is_empty()
+                && !line.starts_with("Usage:")
+                && !line.starts_with("For more information")
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }

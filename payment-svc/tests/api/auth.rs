@@ -22,7 +22,8 @@ async fn bad_credentials_are_401(_: PgPoolOptions, database: PgConnectOptions) {
     .unwrap();
     // exp one second ago: expiry has no leeway.
     let expired = {
-        let claims = json!({ "sub": "1", "role": "user", "exp": chrono::Utc::now().timestamp() - 1 });
+        let claims =
+            json!({ "sub": "1", "role": "user", "exp": chrono::Utc::now().timestamp() - 1 });
         jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
             &claims,
@@ -42,7 +43,12 @@ async fn bad_credentials_are_401(_: PgPoolOptions, database: PgConnectOptions) {
         if let Some(header) = header {
             request = request.header("Authorization", header);
         }
-        let body = assert_problem(request.send().await.unwrap(), StatusCode::UNAUTHORIZED, "UNAUTHENTICATED").await;
+        let body = assert_problem(
+            request.send().await.unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+        )
+        .await;
         assert!(body["detail"].is_string(), "{case}");
     }
 }
@@ -69,10 +75,20 @@ async fn another_users_reservation_is_404(_: PgPoolOptions, database: PgConnectO
     app.charge(2, 1_000).await;
     let alices = app.hold_ok(1, schedules[0], 1).await;
 
-    let shown = app.get(&format!("/reservations/{alices}")).bearer_auth(token(2)).send().await.unwrap();
+    let shown = app
+        .get(&format!("/reservations/{alices}"))
+        .bearer_auth(token(2))
+        .send()
+        .await
+        .unwrap();
     assert_problem(shown, StatusCode::NOT_FOUND, "NOT_FOUND").await;
     let before = app.fingerprint().await;
-    assert_problem(app.pay(2, alices, "steal").await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    assert_problem(
+        app.pay(2, alices, "steal").await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    )
+    .await;
     assert_eq!(app.fingerprint().await, before);
     assert_eq!(app.balance(2).await, 1_000);
 }

@@ -13,21 +13,46 @@ struct Case {
     code: &'static str,
 }
 
-fn case(name: &'static str, request: RequestBuilder, status: StatusCode, code: &'static str) -> Case {
-    Case { name, request, status, code }
+fn case(
+    name: &'static str,
+    request: RequestBuilder,
+    status: StatusCode,
+    code: &'static str,
+) -> Case {
+    Case {
+        name,
+        request,
+        status,
+        code,
+    }
 }
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
-async fn each_error_code_is_reached_and_changes_nothing(_: PgPoolOptions, database: PgConnectOptions) {
+async fn each_error_code_is_reached_and_changes_nothing(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
     let app = TestApp::spawn(database).await;
     let (concert, schedules) = app.create_concert(1, 3, 100).await;
     let schedule = schedules[0];
     let now = chrono::Utc::now();
     let (_, future) = app
-        .create_concert_at(1, 1, 100, now + chrono::Duration::days(1), now + chrono::Duration::days(2))
+        .create_concert_at(
+            1,
+            1,
+            100,
+            now + chrono::Duration::days(1),
+            now + chrono::Duration::days(2),
+        )
         .await;
     let (_, past) = app
-        .create_concert_at(1, 1, 100, now - chrono::Duration::days(2), now - chrono::Duration::days(1))
+        .create_concert_at(
+            1,
+            1,
+            100,
+            now - chrono::Duration::days(2),
+            now - chrono::Duration::days(1),
+        )
         .await;
     app.charge(1, 1_000).await;
     let paid = app.hold_ok(1, schedule, 1).await;
@@ -35,18 +60,59 @@ async fn each_error_code_is_reached_and_changes_nothing(_: PgPoolOptions, databa
     let _held_by_other = app.hold_ok(2, schedule, 2).await;
 
     let json_post = |path: &str, user: i64| {
-        app.post(path).bearer_auth(token(user)).header("content-type", "application/json")
+        app.post(path)
+            .bearer_auth(token(user))
+            .header("content-type", "application/json")
     };
-    let pay = |body: String| json_post("/payments", 1).header("Idempotency-Key", "k-bad").body(body);
+    let pay = |body: String| {
+        json_post("/payments", 1)
+            .header("Idempotency-Key", "k-bad")
+            .body(body)
+    };
     use StatusCode as S;
     let cases = vec![
-        case("not json", pay("{not json".into()), S::BAD_REQUEST, "MALFORMED_REQUEST"),
-        case("empty body", pay(String::new()), S::BAD_REQUEST, "MALFORMED_REQUEST"),
-        case("bad path id", app.get("/concerts/abc"), S::BAD_REQUEST, "MALFORMED_REQUEST"),
-        case("bad uuid", app.get("/reservations/nope").bearer_auth(token(1)), S::BAD_REQUEST, "MALFORMED_REQUEST"),
-        case("limit 0", app.get("/concerts?limit=0"), S::BAD_REQUEST, "MALFORMED_REQUEST"),
-        case("limit text", app.get("/concerts?limit=ten"), S::BAD_REQUEST, "MALFORMED_REQUEST"),
-        case("unknown query", app.get("/concerts?sort=desc"), S::BAD_REQUEST, "MALFORMED_REQUEST"),
+        case(
+            "not json",
+            pay("{not json".into()),
+            S::BAD_REQUEST,
+            "MALFORMED_REQUEST",
+        ),
+        case(
+            "empty body",
+            pay(String::new()),
+            S::BAD_REQUEST,
+            "MALFORMED_REQUEST",
+        ),
+        case(
+            "bad path id",
+            app.get("/concerts/abc"),
+            S::BAD_REQUEST,
+            "MALFORMED_REQUEST",
+        ),
+        case(
+            "bad uuid",
+            app.get("/reservations/nope").bearer_auth(token(1)),
+            S::BAD_REQUEST,
+            "MALFORMED_REQUEST",
+        ),
+        case(
+            "limit 0",
+            app.get("/concerts?limit=0"),
+            S::BAD_REQUEST,
+            "MALFORMED_REQUEST",
+        ),
+        case(
+            "limit text",
+            app.get("/concerts?limit=ten"),
+            S::BAD_REQUEST,
+            "MALFORMED_REQUEST",
+        ),
+        case(
+            "unknown query",
+            app.get("/concerts?sort=desc"),
+            S::BAD_REQUEST,
+            "MALFORMED_REQUEST",
+        ),
         case(
             "no idempotency key",
             json_post("/payments", 1).body(json!({ "reservation_id": paid }).to_string()),
@@ -55,20 +121,44 @@ async fn each_error_code_is_reached_and_changes_nothing(_: PgPoolOptions, databa
         ),
         case(
             "blank idempotency key",
-            json_post("/points/charge", 1).header("Idempotency-Key", "").body(r#"{"amount":1}"#),
+            json_post("/points/charge", 1)
+                .header("Idempotency-Key", "")
+                .body(r#"{"amount":1}"#),
             S::BAD_REQUEST,
             "MALFORMED_REQUEST",
         ),
         case(
             "idempotency key too long",
-            json_post("/points/charge", 1).header("Idempotency-Key", "k".repeat(256)).body(r#"{"amount":1}"#),
+            json_post("/points/charge", 1)
+                .header("Idempotency-Key", "k".repeat(256))
+                .body(r#"{"amount":1}"#),
             S::BAD_REQUEST,
             "MALFORMED_REQUEST",
         ),
-        case("wrong method", app.client.delete(format!("{}/concerts", app.base)), S::BAD_REQUEST, "MALFORMED_REQUEST"),
-        case("unknown concert", app.get("/concerts/999999"), S::NOT_FOUND, "NOT_FOUND"),
-        case("unknown schedule", app.get("/schedules/999999/seats"), S::NOT_FOUND, "NOT_FOUND"),
-        case("unknown route", app.get("/nowhere"), S::NOT_FOUND, "NOT_FOUND"),
+        case(
+            "wrong method",
+            app.client.delete(format!("{}/concerts", app.base)),
+            S::BAD_REQUEST,
+            "MALFORMED_REQUEST",
+        ),
+        case(
+            "unknown concert",
+            app.get("/concerts/999999"),
+            S::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        case(
+            "unknown schedule",
+            app.get("/schedules/999999/seats"),
+            S::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        case(
+            "unknown route",
+            app.get("/nowhere"),
+            S::NOT_FOUND,
+            "NOT_FOUND",
+        ),
         case(
             "unknown reservation",
             pay(json!({ "reservation_id": uuid::Uuid::new_v4() }).to_string()),
@@ -77,55 +167,69 @@ async fn each_error_code_is_reached_and_changes_nothing(_: PgPoolOptions, databa
         ),
         case(
             "seat beyond the schedule",
-            json_post("/reservations", 1).body(json!({ "schedule_id": schedule, "seat_no": 4 }).to_string()),
+            json_post("/reservations", 1)
+                .body(json!({ "schedule_id": schedule, "seat_no": 4 }).to_string()),
             S::NOT_FOUND,
             "NOT_FOUND",
         ),
         case(
             "hold before the sale",
-            json_post("/reservations", 1).body(json!({ "schedule_id": future[0], "seat_no": 1 }).to_string()),
+            json_post("/reservations", 1)
+                .body(json!({ "schedule_id": future[0], "seat_no": 1 }).to_string()),
             S::CONFLICT,
             "SALE_NOT_OPEN",
         ),
         case(
             "hold after the show started",
-            json_post("/reservations", 1).body(json!({ "schedule_id": past[0], "seat_no": 1 }).to_string()),
+            json_post("/reservations", 1)
+                .body(json!({ "schedule_id": past[0], "seat_no": 1 }).to_string()),
             S::CONFLICT,
             "SALE_NOT_OPEN",
         ),
         case(
             "seat held by another",
-            json_post("/reservations", 1).body(json!({ "schedule_id": schedule, "seat_no": 2 }).to_string()),
+            json_post("/reservations", 1)
+                .body(json!({ "schedule_id": schedule, "seat_no": 2 }).to_string()),
             S::CONFLICT,
             "SEAT_UNAVAILABLE",
         ),
         case(
             "seat sold",
-            json_post("/reservations", 3).body(json!({ "schedule_id": schedule, "seat_no": 1 }).to_string()),
+            json_post("/reservations", 3)
+                .body(json!({ "schedule_id": schedule, "seat_no": 1 }).to_string()),
             S::CONFLICT,
             "SEAT_UNAVAILABLE",
         ),
         case(
             "paid again under another key",
-            json_post("/payments", 1).header("Idempotency-Key", "other").body(json!({ "reservation_id": paid }).to_string()),
+            json_post("/payments", 1)
+                .header("Idempotency-Key", "other")
+                .body(json!({ "reservation_id": paid }).to_string()),
             S::CONFLICT,
             "RESERVATION_NOT_HELD",
         ),
         case(
             "body over 64 KiB",
-            json_post("/points/charge", 1).header("Idempotency-Key", "big").body(format!(r#"{{"amount":1,"x":"{}"}}"#, "a".repeat(70_000))),
+            json_post("/points/charge", 1)
+                .header("Idempotency-Key", "big")
+                .body(format!(r#"{{"amount":1,"x":"{}"}}"#, "a".repeat(70_000))),
             S::PAYLOAD_TOO_LARGE,
             "PAYLOAD_TOO_LARGE",
         ),
         case(
             "no content type",
-            app.post("/reservations").bearer_auth(token(1)).body(r#"{"schedule_id":1,"seat_no":3}"#),
+            app.post("/reservations")
+                .bearer_auth(token(1))
+                .body(r#"{"schedule_id":1,"seat_no":3}"#),
             S::UNSUPPORTED_MEDIA_TYPE,
             "UNSUPPORTED_MEDIA_TYPE",
         ),
         case(
             "text/plain",
-            app.post("/reservations").bearer_auth(token(1)).header("content-type", "text/plain").body(r#"{"schedule_id":1,"seat_no":3}"#),
+            app.post("/reservations")
+                .bearer_auth(token(1))
+                .header("content-type", "text/plain")
+                .body(r#"{"schedule_id":1,"seat_no":3}"#),
             S::UNSUPPORTED_MEDIA_TYPE,
             "UNSUPPORTED_MEDIA_TYPE",
         ),
@@ -137,35 +241,44 @@ async fn each_error_code_is_reached_and_changes_nothing(_: PgPoolOptions, databa
         ),
         case(
             "seat 0",
-            json_post("/reservations", 1).body(json!({ "schedule_id": schedule, "seat_no": 0 }).to_string()),
+            json_post("/reservations", 1)
+                .body(json!({ "schedule_id": schedule, "seat_no": 0 }).to_string()),
             S::UNPROCESSABLE_ENTITY,
             "VALIDATION_FAILED",
         ),
         case(
             "charge too large",
-            json_post("/points/charge", 1).header("Idempotency-Key", "c").body(r#"{"amount":2000001}"#),
+            json_post("/points/charge", 1)
+                .header("Idempotency-Key", "c")
+                .body(r#"{"amount":2000001}"#),
             S::UNPROCESSABLE_ENTITY,
             "VALIDATION_FAILED",
         ),
         case(
             "concert without schedules",
-            app.post("/admin/concerts").bearer_auth(admin_token()).json(&json!({ "title": "t", "schedules": [] })),
+            app.post("/admin/concerts")
+                .bearer_auth(admin_token())
+                .json(&json!({ "title": "t", "schedules": [] })),
             S::UNPROCESSABLE_ENTITY,
             "VALIDATION_FAILED",
         ),
         case(
             "sale after start",
-            app.post("/admin/concerts").bearer_auth(admin_token()).json(&json!({ "title": "t", "schedules": [{
+            app.post("/admin/concerts").bearer_auth(admin_token()).json(
+                &json!({ "title": "t", "schedules": [{
                 "starts_at": "2030-01-01T00:00:00Z", "sale_starts_at": "2030-01-02T00:00:00Z",
-                "seat_count": 1, "price": 1 }] })),
+                "seat_count": 1, "price": 1 }] }),
+            ),
             S::UNPROCESSABLE_ENTITY,
             "VALIDATION_FAILED",
         ),
         case(
             "time without zone",
-            app.post("/admin/concerts").bearer_auth(admin_token()).json(&json!({ "title": "t", "schedules": [{
+            app.post("/admin/concerts").bearer_auth(admin_token()).json(
+                &json!({ "title": "t", "schedules": [{
                 "starts_at": "2030-01-01T00:00:00", "sale_starts_at": "2029-01-01T00:00:00Z",
-                "seat_count": 1, "price": 1 }] })),
+                "seat_count": 1, "price": 1 }] }),
+            ),
             S::UNPROCESSABLE_ENTITY,
             "VALIDATION_FAILED",
         ),
@@ -176,13 +289,21 @@ async fn each_error_code_is_reached_and_changes_nothing(_: PgPoolOptions, databa
         let response = case.request.send().await.unwrap();
         assert_eq!(response.status(), case.status, "case {:?}", case.name);
         assert_problem(response, case.status, case.code).await;
-        assert_eq!(app.fingerprint().await, before, "case {:?} changed state", case.name);
+        assert_eq!(
+            app.fingerprint().await,
+            before,
+            "case {:?} changed state",
+            case.name
+        );
     }
 }
 
 /// Malformed bodies for every JSON endpoint: never a 5xx, always problem+json, no state change.
 #[sqlx::test(migrator = "shared::MIGRATOR")]
-async fn a_corpus_of_malformed_bodies_never_yields_a_5xx(_: PgPoolOptions, database: PgConnectOptions) {
+async fn a_corpus_of_malformed_bodies_never_yields_a_5xx(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
     let app = TestApp::spawn(database).await;
     let (_, schedules) = app.create_concert(1, 3, 100).await;
     app.charge(1, 1_000).await;
@@ -190,7 +311,9 @@ async fn a_corpus_of_malformed_bodies_never_yields_a_5xx(_: PgPoolOptions, datab
     let huge = format!(r#"{{"amount":{}}}"#, "9".repeat(400));
     let mebibyte = format!(r#"{{"title":"{}"}}"#, "a".repeat(1024 * 1024));
     let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-    let truncated = json!({ "reservation_id": reservation, "schedule_id": schedules[0], "seat_no": 2 }).to_string();
+    let truncated =
+        json!({ "reservation_id": reservation, "schedule_id": schedules[0], "seat_no": 2 })
+            .to_string();
     let truncated = truncated[..truncated.len() / 2].to_owned();
     let bodies: Vec<(&str, String)> = vec![
         ("empty", String::new()),
@@ -234,9 +357,20 @@ async fn a_corpus_of_malformed_bodies_never_yields_a_5xx(_: PgPoolOptions, datab
                 let before = app.fingerprint().await;
                 let response = request.send().await.unwrap();
                 let status = response.status();
-                assert!(status.is_client_error(), "{path} {name} {content_type}: got {status}");
-                assert_eq!(response.headers()["content-type"], "application/problem+json", "{path} {name}");
-                assert_eq!(app.fingerprint().await, before, "{path} {name} changed state");
+                assert!(
+                    status.is_client_error(),
+                    "{path} {name} {content_type}: got {status}"
+                );
+                assert_eq!(
+                    response.headers()["content-type"],
+                    "application/problem+json",
+                    "{path} {name}"
+                );
+                assert_eq!(
+                    app.fingerprint().await,
+                    before,
+                    "{path} {name} changed state"
+                );
             }
         }
     }

@@ -46,13 +46,23 @@ impl TestApp {
 
     pub async fn spawn_with(database: PgConnectOptions, settings: Settings) -> Self {
         shared::telemetry::init_for_tests();
-        let app = Application::build(settings, database.clone()).await.expect("app builds");
+        let app = Application::build(settings, database.clone())
+            .await
+            .expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         let shutdown = CancellationToken::new();
         tokio::spawn(app.run_until_stopped(shutdown.clone()));
         let db = shared::db::pool_options(5).connect_lazy_with(database);
-        let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
-        Self { base, db, client, shutdown }
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .unwrap();
+        Self {
+            base,
+            db,
+            client,
+            shutdown,
+        }
     }
 
     pub fn get(&self, path: &str) -> RequestBuilder {
@@ -64,10 +74,21 @@ impl TestApp {
     }
 
     /// Creates a concert whose schedules are on sale now; returns (concert_id, schedule_ids).
-    pub async fn create_concert(&self, schedules: usize, seat_count: i64, price: i64) -> (i64, Vec<i64>) {
+    pub async fn create_concert(
+        &self,
+        schedules: usize,
+        seat_count: i64,
+        price: i64,
+    ) -> (i64, Vec<i64>) {
         let now = Utc::now();
-        self.create_concert_at(schedules, seat_count, price, now - chrono::Duration::minutes(1), now + chrono::Duration::days(30))
-            .await
+        self.create_concert_at(
+            schedules,
+            seat_count,
+            price,
+            now - chrono::Duration::minutes(1),
+            now + chrono::Duration::days(30),
+        )
+        .await
     }
 
     pub async fn create_concert_at(
@@ -91,7 +112,12 @@ impl TestApp {
             .unwrap();
         assert_eq!(response.status(), StatusCode::CREATED);
         let body: Value = response.json().await.unwrap();
-        let ids = body["schedules"].as_array().unwrap().iter().map(|s| s["schedule_id"].as_i64().unwrap()).collect();
+        let ids = body["schedules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["schedule_id"].as_i64().unwrap())
+            .collect();
         (body["concert_id"].as_i64().unwrap(), ids)
     }
 
@@ -133,11 +159,13 @@ impl TestApp {
     }
 
     pub async fn balance(&self, user: i64) -> i64 {
-        sqlx::query_scalar("SELECT COALESCE((SELECT balance FROM point_balances WHERE user_id = $1), 0)")
-            .bind(user)
-            .fetch_one(&self.db)
-            .await
-            .unwrap()
+        sqlx::query_scalar(
+            "SELECT COALESCE((SELECT balance FROM point_balances WHERE user_id = $1), 0)",
+        )
+        .bind(user)
+        .fetch_one(&self.db)
+        .await
+        .unwrap()
     }
 
     pub async fn outbox_rows(&self, schedule_id: i64) -> i64 {
@@ -151,7 +179,16 @@ impl TestApp {
     /// A digest of every table's contents: equal before and after means nothing changed.
     pub async fn fingerprint(&self) -> String {
         let mut digest = String::new();
-        for table in ["concerts", "schedules", "reservations", "point_balances", "point_charges", "payments", "idempotency_keys", "outbox"] {
+        for table in [
+            "concerts",
+            "schedules",
+            "reservations",
+            "point_balances",
+            "point_charges",
+            "payments",
+            "idempotency_keys",
+            "outbox",
+        ] {
             let sql = format!("SELECT md5(COALESCE(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} t");
             let table_digest: String = sqlx::query_scalar(&sql).fetch_one(&self.db).await.unwrap();
             digest.push_str(&table_digest);
@@ -169,13 +206,22 @@ pub fn admin_token() -> String {
 }
 
 pub fn mint(user: i64, role: Role, ttl: Duration) -> String {
-    mint_token(&JwtSecret::parse(SECRET).unwrap(), UserId::parse(user).unwrap(), role, ttl).unwrap()
+    mint_token(
+        &JwtSecret::parse(SECRET).unwrap(),
+        UserId::parse(user).unwrap(),
+        role,
+        ttl,
+    )
+    .unwrap()
 }
 
 /// Asserts a problem+json response with this status and code; returns its body.
 pub async fn assert_problem(response: Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(response.status(), status, "status for expected {code}");
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(content_type, "application/problem+json");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], code, "{body}");
@@ -194,7 +240,10 @@ where
 {
     let give_up = tokio::time::Instant::now() + deadline;
     while !condition().await {
-        assert!(tokio::time::Instant::now() < give_up, "condition not met within {deadline:?}");
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "condition not met within {deadline:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

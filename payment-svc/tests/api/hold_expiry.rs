@@ -9,7 +9,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::helpers::{assert_problem, eventually, settings, token, TestApp};
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
-async fn paying_after_the_hold_expired_is_refused_and_frees_the_seat(_: PgPoolOptions, database: PgConnectOptions) {
+async fn paying_after_the_hold_expired_is_refused_and_frees_the_seat(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
     let mut settings = settings();
     settings.hold_ttl = Duration::from_secs(1);
     let app = TestApp::spawn_with(database, settings).await;
@@ -29,11 +32,23 @@ async fn paying_after_the_hold_expired_is_refused_and_frees_the_seat(_: PgPoolOp
     .await;
 
     let before = app.fingerprint().await;
-    assert_problem(app.pay(1, reservation, "late").await, StatusCode::CONFLICT, "RESERVATION_EXPIRED").await;
+    assert_problem(
+        app.pay(1, reservation, "late").await,
+        StatusCode::CONFLICT,
+        "RESERVATION_EXPIRED",
+    )
+    .await;
     assert_eq!(app.fingerprint().await, before);
     assert_eq!(app.balance(1).await, 100);
 
-    let seats: Value = app.get(&format!("/schedules/{schedule}/seats")).send().await.unwrap().json().await.unwrap();
+    let seats: Value = app
+        .get(&format!("/schedules/{schedule}/seats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(seats["seats"][0]["status"], "AVAILABLE");
     let shown: Value = app
         .get(&format!("/reservations/{reservation}"))
@@ -49,5 +64,10 @@ async fn paying_after_the_hold_expired_is_refused_and_frees_the_seat(_: PgPoolOp
     // Someone else can hold the freed seat, and the old hold stays unpayable.
     let other = app.hold_ok(2, schedule, 1).await;
     assert_ne!(other, reservation);
-    assert_problem(app.pay(1, reservation, "later").await, StatusCode::CONFLICT, "RESERVATION_EXPIRED").await;
+    assert_problem(
+        app.pay(1, reservation, "later").await,
+        StatusCode::CONFLICT,
+        "RESERVATION_EXPIRED",
+    )
+    .await;
 }

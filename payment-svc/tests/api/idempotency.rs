@@ -8,7 +8,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::helpers::{assert_problem, settings, token, TestApp};
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
-async fn twenty_concurrent_payments_with_one_key_pay_once(_: PgPoolOptions, database: PgConnectOptions) {
+async fn twenty_concurrent_payments_with_one_key_pay_once(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
     let app = TestApp::spawn(database).await;
     let (_, schedules) = app.create_concert(1, 5, 700).await;
     app.charge(1, 10_000).await;
@@ -23,8 +26,14 @@ async fn twenty_concurrent_payments_with_one_key_pay_once(_: PgPoolOptions, data
         bodies.push(response.json::<Value>().await.unwrap());
     }
     assert_eq!(replayed, 19, "all but the first are replays");
-    assert!(bodies.windows(2).all(|pair| pair[0] == pair[1]), "identical bodies");
-    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments").fetch_one(&app.db).await.unwrap();
+    assert!(
+        bodies.windows(2).all(|pair| pair[0] == pair[1]),
+        "identical bodies"
+    );
+    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
     assert_eq!(payments, 1);
     assert_eq!(app.balance(1).await, 10_000 - 700);
     assert_eq!(bodies[0]["balance"], 10_000 - 700);
@@ -40,7 +49,12 @@ async fn a_key_reused_with_another_body_is_refused(_: PgPoolOptions, database: P
     assert_eq!(app.pay(1, first, "key").await.status(), StatusCode::CREATED);
 
     let before = app.fingerprint().await;
-    assert_problem(app.pay(1, second, "key").await, StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED").await;
+    assert_problem(
+        app.pay(1, second, "key").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "IDEMPOTENCY_KEY_REUSED",
+    )
+    .await;
     assert_eq!(app.fingerprint().await, before);
 }
 
@@ -81,7 +95,10 @@ async fn a_replayed_charge_adds_nothing(_: PgPoolOptions, database: PgConnectOpt
 }
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
-async fn a_duplicate_of_a_stuck_request_gets_key_in_use(_: PgPoolOptions, database: PgConnectOptions) {
+async fn a_duplicate_of_a_stuck_request_gets_key_in_use(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
     let mut settings = settings();
     settings.lock_timeout = std::time::Duration::from_millis(200);
     let app = TestApp::spawn_with(database, settings).await;

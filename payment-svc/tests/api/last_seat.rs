@@ -47,7 +47,10 @@ async fn two_hundred_buyers_for_fifty_seats_make_fifty_payments_and_one_event(
     let bought = join_all(buyers).await.into_iter().filter(|b| *b).count();
 
     assert_eq!(bought as i64, SEATS);
-    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments").fetch_one(&app.db).await.unwrap();
+    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
     assert_eq!(payments, SEATS);
     let seats_sold_twice: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT seat_no FROM reservations WHERE status = 'CONFIRMED'
@@ -97,17 +100,31 @@ async fn the_last_two_seats_paid_at_the_same_moment_yield_exactly_one_event(
         // Both requests are in flight together, so their transactions overlap.
         let (key_a, key_b) = (format!("a-{round}"), format!("b-{round}"));
         let (a, b) = tokio::join!(app.pay(alice, first, &key_a), app.pay(bob, second, &key_b));
-        assert_eq!((a.status(), b.status()), (StatusCode::CREATED, StatusCode::CREATED));
+        assert_eq!(
+            (a.status(), b.status()),
+            (StatusCode::CREATED, StatusCode::CREATED)
+        );
         let a: Value = a.json().await.unwrap();
         let b: Value = b.json().await.unwrap();
-        let reported = [&a, &b].iter().filter(|r| r["schedule_sold_out"] == true).count();
-        assert_eq!(reported, 1, "round {round}: exactly one payment reports the sell-out");
-        assert_eq!(app.outbox_rows(schedule).await, 1, "round {round}: exactly one event");
+        let reported = [&a, &b]
+            .iter()
+            .filter(|r| r["schedule_sold_out"] == true)
+            .count();
+        assert_eq!(
+            reported, 1,
+            "round {round}: exactly one payment reports the sell-out"
+        );
+        assert_eq!(
+            app.outbox_rows(schedule).await,
+            1,
+            "round {round}: exactly one event"
+        );
     }
-    let unsold: i64 = sqlx::query_scalar("SELECT count(*) FROM schedules WHERE sold_out_at IS NULL")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let unsold: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM schedules WHERE sold_out_at IS NULL")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
     assert_eq!(unsold, 0);
 }
 
@@ -121,8 +138,16 @@ async fn a_second_sold_out_event_for_a_schedule_is_refused_by_the_database(
     let (_, schedules) = app.create_concert(1, 1, 100).await;
     let insert = "INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, payload)
                   VALUES (gen_random_uuid(), 'ConcertSoldOut', 1, $1, '{}')";
-    sqlx::query(insert).bind(schedules[0]).execute(&app.db).await.unwrap();
-    let second = sqlx::query(insert).bind(schedules[0]).execute(&app.db).await.unwrap_err();
+    sqlx::query(insert)
+        .bind(schedules[0])
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let second = sqlx::query(insert)
+        .bind(schedules[0])
+        .execute(&app.db)
+        .await
+        .unwrap_err();
     assert_eq!(
         second.as_database_error().and_then(|e| e.constraint()),
         Some("outbox_one_sold_out_per_schedule")

@@ -15,7 +15,10 @@ const USERS: i64 = 8;
 const OPERATIONS_PER_USER: usize = 40;
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
-async fn charges_equal_balance_plus_payments_after_a_random_workload(_: PgPoolOptions, database: PgConnectOptions) {
+async fn charges_equal_balance_plus_payments_after_a_random_workload(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
     let app = TestApp::spawn(database).await;
     let (_, cheap) = app.create_concert(2, 6, 300).await;
     let (_, dear) = app.create_concert(2, 6, 1_700).await;
@@ -45,14 +48,26 @@ async fn charges_equal_balance_plus_payments_after_a_random_workload(_: PgPoolOp
                         let (reservation, key) = if rng.gen_bool(0.3) && !keys.is_empty() {
                             keys[rng.gen_range(0..keys.len())].clone()
                         } else {
-                            (holds[rng.gen_range(0..holds.len())], Uuid::new_v4().to_string())
+                            (
+                                holds[rng.gen_range(0..holds.len())],
+                                Uuid::new_v4().to_string(),
+                            )
                         };
                         keys.push((reservation, key.clone()));
                         app.pay(user, reservation, &key).await.status()
                     }
-                    _ => app.get("/points").bearer_auth(crate::helpers::token(user)).send().await.unwrap().status(),
+                    _ => app
+                        .get("/points")
+                        .bearer_auth(crate::helpers::token(user))
+                        .send()
+                        .await
+                        .unwrap()
+                        .status(),
                 };
-                assert!(!status.is_server_error(), "no request may fail with {status}");
+                assert!(
+                    !status.is_server_error(),
+                    "no request may fail with {status}"
+                );
             }
         }
     });
@@ -70,7 +85,11 @@ async fn charges_equal_balance_plus_payments_after_a_random_workload(_: PgPoolOp
     .unwrap();
     assert_eq!(ledger.len() as i64, USERS);
     for (user, charges, balance, payments) in &ledger {
-        assert_eq!(*charges, balance + payments, "user {user}: charges = balance + payments");
+        assert_eq!(
+            *charges,
+            balance + payments,
+            "user {user}: charges = balance + payments"
+        );
     }
     let total_payments: i64 = ledger.iter().map(|row| row.3).sum();
     assert!(total_payments > 0, "the workload paid for something");

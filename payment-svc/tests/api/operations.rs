@@ -13,15 +13,31 @@ async fn health_readiness_and_metrics(_: PgPoolOptions, database: PgConnectOptio
     let app = TestApp::spawn(database).await;
     let health = app.get("/healthz").send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
-    assert_eq!(health.json::<Value>().await.unwrap(), json!({ "status": "ok" }));
-    assert_eq!(app.get("/readyz").send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        health.json::<Value>().await.unwrap(),
+        json!({ "status": "ok" })
+    );
+    assert_eq!(
+        app.get("/readyz").send().await.unwrap().status(),
+        StatusCode::OK
+    );
 
     let (_, schedules) = app.create_concert(1, 1, 10).await;
     app.charge(1, 10).await;
     let reservation = app.hold_ok(1, schedules[0], 1).await;
-    assert_eq!(app.pay(1, reservation, "m").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.pay(1, reservation, "m").await.status(),
+        StatusCode::CREATED
+    );
 
-    let metrics = app.get("/metrics").send().await.unwrap().text().await.unwrap();
+    let metrics = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for series in [
         "payments_confirmed_total",
         "schedules_sold_out_total",
@@ -35,18 +51,34 @@ async fn health_readiness_and_metrics(_: PgPoolOptions, database: PgConnectOptio
 #[tokio::test]
 async fn an_unreachable_database_is_503_with_retry_after() {
     // Nothing listens on port 1.
-    let database = PgConnectOptions::new().host("127.0.0.1").port(1).username("postgres");
+    let database = PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(1)
+        .username("postgres");
     let app = TestApp::spawn(database).await;
-    assert_eq!(app.get("/healthz").send().await.unwrap().status(), StatusCode::OK);
-    assert_eq!(app.get("/readyz").send().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
-    let response = app.get("/points").bearer_auth(token(1)).send().await.unwrap();
+    assert_eq!(
+        app.get("/healthz").send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get("/readyz").send().await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let response = app
+        .get("/points")
+        .bearer_auth(token(1))
+        .send()
+        .await
+        .unwrap();
     assert!(response.headers().contains_key("retry-after"));
     assert_problem(response, StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE").await;
 }
 
 fn payment_svc() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_payment-svc"));
-    command.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
     command
 }
 
@@ -67,19 +99,39 @@ fn token_prints_only_a_token() {
 #[test]
 fn a_bad_setting_is_refused_naming_it() {
     let cases = [
-        (vec![("JWT_SECRET", "short")], vec!["token", "--user-id", "1"], "JWT_SECRET"),
-        (vec![("JWT_SECRET", SECRET)], vec!["token", "--user-id", "0"], "--user-id"),
         (
-            vec![("JWT_SECRET", SECRET), ("DATABASE_URL", "postgres://x"), ("HOLD_TTL_SECONDS", "0")],
+            vec![("JWT_SECRET", "short")],
+            vec!["token", "--user-id", "1"],
+            "JWT_SECRET",
+        ),
+        (
+            vec![("JWT_SECRET", SECRET)],
+            vec!["token", "--user-id", "0"],
+            "--user-id",
+        ),
+        (
+            vec![
+                ("JWT_SECRET", SECRET),
+                ("DATABASE_URL", "postgres://x"),
+                ("HOLD_TTL_SECONDS", "0"),
+            ],
             vec!["serve"],
             "HOLD_TTL_SECONDS",
         ),
         (
-            vec![("JWT_SECRET", SECRET), ("DATABASE_URL", "postgres://x"), ("HTTP_ADDR", "nowhere")],
+            vec![
+                ("JWT_SECRET", SECRET),
+                ("DATABASE_URL", "postgres://x"),
+                ("HTTP_ADDR", "nowhere"),
+            ],
             vec!["serve"],
             "HTTP_ADDR",
         ),
-        (vec![("LOG_FORMAT", "xml"), ("DATABASE_URL", "postgres://x")], vec!["migrate"], "LOG_FORMAT"),
+        (
+            vec![("LOG_FORMAT", "xml"), ("DATABASE_URL", "postgres://x")],
+            vec!["migrate"],
+            "LOG_FORMAT",
+        ),
         (vec![("JWT_SECRET", SECRET)], vec!["serve"], "DATABASE_URL"),
         (vec![("DATABASE_URL", "postgres://x")], vec![], "JWT_SECRET"),
     ];
@@ -88,6 +140,9 @@ fn a_bad_setting_is_refused_naming_it() {
         assert!(!output.status.success(), "{args:?} should fail");
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
-        assert!(stderr.contains(setting), "{setting} not named in {stderr:?}");
+        assert!(
+            stderr.contains(setting),
+            "{setting} not named in {stderr:?}"
+        );
     }
 }

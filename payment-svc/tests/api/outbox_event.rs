@@ -13,7 +13,10 @@ async fn the_sold_out_payload_matches_the_contract(_: PgPoolOptions, database: P
     let schedule = schedules[0];
     app.charge(7, 500).await;
     let mut listener = PgListener::connect_with(&app.db).await.unwrap();
-    listener.listen(shared::outbox::NOTIFY_CHANNEL).await.unwrap();
+    listener
+        .listen(shared::outbox::NOTIFY_CHANNEL)
+        .await
+        .unwrap();
 
     let reservation = app.hold_ok(7, schedule, 1).await;
     let response = app.pay(7, reservation, "k").await;
@@ -33,14 +36,19 @@ async fn the_sold_out_payload_matches_the_contract(_: PgPoolOptions, database: P
     .fetch_one(&app.db)
     .await
     .unwrap();
-    let (sale_starts_at, sold_out_at): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
-        sqlx::query_as("SELECT sale_starts_at, sold_out_at FROM schedules WHERE id = $1")
-            .bind(schedule)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let (sale_starts_at, sold_out_at): (
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    ) = sqlx::query_as("SELECT sale_starts_at, sold_out_at FROM schedules WHERE id = $1")
+        .bind(schedule)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
 
-    assert_eq!((event_type.as_str(), event_version, aggregate_id), ("ConcertSoldOut", 1, schedule));
+    assert_eq!(
+        (event_type.as_str(), event_version, aggregate_id),
+        ("ConcertSoldOut", 1, schedule)
+    );
     assert_eq!((status.as_str(), attempts), ("PENDING", 0));
     assert_eq!(
         payload,
@@ -69,13 +77,21 @@ async fn the_sold_out_payload_matches_the_contract(_: PgPoolOptions, database: P
 }
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
-async fn payments_before_the_last_seat_write_no_event(_: PgPoolOptions, database: PgConnectOptions) {
+async fn payments_before_the_last_seat_write_no_event(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
     let app = TestApp::spawn(database).await;
     let (_, schedules) = app.create_concert(1, 3, 100).await;
     app.charge(1, 300).await;
     for seat in 1..=2 {
         let reservation = app.hold_ok(1, schedules[0], seat).await;
-        let paid: Value = app.pay(1, reservation, &format!("k{seat}")).await.json().await.unwrap();
+        let paid: Value = app
+            .pay(1, reservation, &format!("k{seat}"))
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(paid["schedule_sold_out"], false);
     }
     assert_eq!(app.outbox_rows(schedules[0]).await, 0);
