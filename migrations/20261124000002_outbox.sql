@@ -9,7 +9,9 @@ CREATE TABLE outbox (
     -- The entity the event is about; for ConcertSoldOut, the schedule id.
     aggregate_id    bigint      NOT NULL,
     payload         jsonb       NOT NULL,
-    created_at      timestamptz NOT NULL DEFAULT now(),
+    -- When the producing transaction wrote the row (its commit follows within milliseconds):
+    -- the start of the commit-to-applied lag.
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
     -- Relay state. PENDING rows are due at next_attempt_at (now, or a retry's backoff).
     -- PROCESSING rows are leased to one worker and next_attempt_at is the lease's expiry: if the
     -- worker dies, the row falls due again and any worker reclaims it. One column for both keeps
@@ -17,8 +19,12 @@ CREATE TABLE outbox (
     -- pruned; DEAD rows exhausted their attempts and wait for an operator.
     status          text        NOT NULL DEFAULT 'PENDING'
                                 CONSTRAINT outbox_status_known CHECK (status IN ('PENDING', 'PROCESSING', 'PROCESSED', 'DEAD')),
+    -- Claims so far, counting the one in progress; MAX_ATTEMPTS of them and the row is DEAD.
     attempts        integer     NOT NULL DEFAULT 0 CONSTRAINT outbox_attempts_not_negative CHECK (attempts >= 0),
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    -- Which claim holds a PROCESSING row. A worker acks or fails only rows still carrying its
+    -- token, so one whose lease expired and was reclaimed cannot overwrite the new holder's state.
+    claim_token     uuid,
     last_error      text,
     processed_at    timestamptz,
     CONSTRAINT outbox_processed_has_time CHECK ((status = 'PROCESSED') = (processed_at IS NOT NULL))

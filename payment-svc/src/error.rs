@@ -1,12 +1,9 @@
 //! The API's one error type. Every failure a client can see is a variant here, mapped to its
 //! HTTP status and problem code (SPEC §3) in one place and rendered as RFC 9457 problem+json.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-
-/// Seconds a client should wait before retrying when Postgres is unreachable.
-const RETRY_AFTER_SECONDS: &str = "2";
+use shared::problem::Problem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -78,46 +75,16 @@ impl ApiError {
     }
 }
 
-/// RFC 9457 problem details, plus our machine-readable `code`.
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
-    code: &'a str,
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
         match &self {
             // The cause chain goes to the log, never to the client.
             ApiError::Internal(cause) => tracing::error!(error = ?cause, "request failed"),
             ApiError::Unavailable(cause) => tracing::warn!(error = %cause, "database unavailable"),
             _ => {}
         }
-        let problem = Problem {
-            kind: format!("/problems/{}", code.to_ascii_lowercase().replace('_', "-")),
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
-            detail: self.to_string(),
-            code,
-        };
-        let mut response = (status, axum::Json(problem)).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECONDS),
-            );
-        }
-        response
+        let (status, code) = self.status_and_code();
+        Problem::new(status, code, self.to_string()).into_response()
     }
 }
 

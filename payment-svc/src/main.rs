@@ -36,36 +36,11 @@ async fn main() -> anyhow::Result<()> {
                 .context("DATABASE_URL is not a valid Postgres URL")?;
             let app = Application::build(args.settings(), database).await?;
             let shutdown = CancellationToken::new();
-            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            tokio::spawn(shared::signals::cancel_on_signal(shutdown.clone()));
             app.run_until_stopped(shutdown).await?;
             tracing::info!("payment-svc stopped");
         }
         None => unreachable!("parse_with_default always yields a subcommand"),
     }
     Ok(())
-}
-
-/// Cancels `token` on SIGINT or SIGTERM.
-async fn cancel_on_signal(token: CancellationToken) {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutdown requested");
-    token.cancel();
 }

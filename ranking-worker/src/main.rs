@@ -1,1 +1,130 @@
-fn main() {}
+use anyhow::Context;
+use ranking_worker::cli::{Cli, Command, DeadLettersCommand, RedisArgs};
+use ranking_worker::commands::{dead_letters, replay, status, top};
+use ranking_worker::queue::ReplayFilter;
+use ranking_worker::ranking::Ranking;
+use ranking_worker::worker::{Worker, WorkerSettings};
+use shared::config::DatabaseArgs;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse_with_default();
+    if let Err(error) = execute(cli).await {
+        // One line naming what went wrong, with its causes.
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<()> {
+    let Some(command) = cli.command else {
+        unreachable!("parse_with_default always yields a subcommand")
+    };
+    match command {
+        Command::Run(args) => {
+            shared::telemetry::init(cli.log.log_format);
+            let database = args
+                .database
+                .database_url
+                .parse()
+                .context("DATABASE_URL is not a valid Postgres URL")?;
+            let settings = WorkerSettings {
+                http_addr: args.http_addr,
+                redis_url: args.redis.redis_url.clone(),
+                ranking_keys: args.redis.ranking_key.clone(),
+                relay: args.relay_settings(),
+                poll_interval: args.poll_interval(),
+                max_connections: args.database.database_max_connections,
+            };
+            let worker = Worker::build(settings, database).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(shared::signals::cancel_on_signal(shutdown.clone()));
+            worker.run_until_stopped(shutdown).await?;
+            tracing::info!("ranking-worker stopped");
+        }
+        Command::Replay(args) => {
+            shared::telemetry::init_for_commands(cli.log.log_format);
+            let pool = connect_db(&args.database).await?;
+            let (mut redis, ranking) = connect_ranking(&args.redis)?;
+            let report = if args.rebuild {
+                replay::rebuild(&pool, &mut redis, &ranking).await?
+            } else {
+                let filter = ReplayFilter {
+                    since: args.since,
+                    until: args.until,
+                    schedule_id: args.schedule_id,
+                    event_id: args.event_id,
+                };
+                replay::replay(&pool, &mut redis, &ranking, &filter, args.dry_run).await?
+            };
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else if args.dry_run {
+                println!("dry run: {report}");
+            } else {
+                println!("{report}");
+            }
+        }
+        Command::Status(args) => {
+            shared::telemetry::init_for_commands(cli.log.log_format);
+            let pool = connect_db(&args.database).await?;
+            let (mut redis, ranking) = connect_ranking(&args.redis)?;
+            let status = status::status(&pool, &mut redis, &ranking).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&status)?);
+            } else {
+                println!("{status}");
+            }
+        }
+        Command::DeadLetters(DeadLettersCommand::List(args)) => {
+            shared::telemetry::init_for_commands(cli.log.log_format);
+            let letters = dead_letters::list(&connect_db(&args.database).await?).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&letters)?);
+            } else {
+                println!("{}", dead_letters::render(&letters));
+            }
+        }
+        Command::DeadLetters(DeadLettersCommand::Retry(args)) => {
+            shared::telemetry::init_for_commands(cli.log.log_format);
+            let requeued =
+                dead_letters::retry(&connect_db(&args.database).await?, args.event_id).await?;
+            println!(
+                "requeued {requeued} dead letter{}",
+                if requeued == 1 { "" } else { "s" }
+            );
+        }
+        Command::Top(args) => {
+            shared::telemetry::init_for_commands(cli.log.log_format);
+            let (mut redis, ranking) = connect_ranking(&args.redis)?;
+            let entries = ranking
+                .top(&mut redis, 0, args.limit)
+                .await
+                .context("reading the ranking from Redis")?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(
+                        &serde_json::json!({ "key": ranking.key(), "entries": entries })
+                    )?
+                );
+            } else {
+                println!("{}", top::render(ranking.key(), &entries));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn connect_db(args: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
+    shared::db::pool_options(2)
+        .connect(&args.database_url)
+        .await
+        .context("connecting to Postgres (DATABASE_URL)")
+}
+
+fn connect_ranking(args: &RedisArgs) -> anyhow::Result<(redis::aio::ConnectionManager, Ranking)> {
+    let redis = ranking_worker::redis_conn::connect(&args.redis_url)?;
+    Ok((redis, Ranking::new(args.ranking_key.clone())))
+}

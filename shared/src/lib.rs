@@ -6,6 +6,8 @@ pub mod db;
 pub mod events;
 pub mod metrics;
 pub mod outbox;
+pub mod problem;
+pub mod signals;
 pub mod telemetry;
 
 pub use db::MIGRATOR;

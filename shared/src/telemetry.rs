@@ -14,20 +14,19 @@ pub enum LogFormat {
 /// The filter when `RUST_LOG` is unset: our crates at info, dependencies at warn.
 const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=info";
 
-/// Installs the global subscriber writing to stdout. `RUST_LOG` overrides the default filter.
+/// For one-shot commands whose stdout is their output: only warnings.
+const COMMAND_FILTER: &str = "warn";
+
+/// Installs the global subscriber for a service, writing to stdout. `RUST_LOG` overrides the
+/// default filter.
 pub fn init(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let builder = fmt().with_env_filter(filter).with_target(true);
-    // try_init: a second call (several apps in one test process) keeps the first subscriber.
-    let _ = match format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
-    };
+    install(format, DEFAULT_FILTER, std::io::stdout);
+}
+
+/// Installs the global subscriber for an operator command: stderr, so that stdout is the
+/// command's own output.
+pub fn init_for_commands(format: LogFormat) {
+    install(format, COMMAND_FILTER, std::io::stderr);
 }
 
 /// For tests: logs only when `TEST_LOG` is set, so passing runs stay quiet.
@@ -35,4 +34,27 @@ pub fn init_for_tests() {
     if std::env::var_os("TEST_LOG").is_some() {
         init(LogFormat::Pretty);
     }
+}
+
+fn install<W>(format: LogFormat, default_filter: &str, writer: W)
+where
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .with_writer(writer);
+    // try_init: a second call (several apps in one test process) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Pretty => builder.try_init(),
+        // Span fields (a request's method and path) are flattened in beside the event's own.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }

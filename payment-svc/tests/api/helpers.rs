@@ -233,11 +233,7 @@ pub async fn assert_problem(response: Response, status: StatusCode, code: &str) 
 }
 
 /// Polls `condition` until it holds, failing after `deadline`.
-pub async fn eventually<F, Fut>(deadline: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
+pub async fn eventually(deadline: Duration, mut condition: impl AsyncFnMut() -> bool) {
     let give_up = tokio::time::Instant::now() + deadline;
     while !condition().await {
         assert!(

@@ -22,7 +22,7 @@ async fn paying_after_the_hold_expired_is_refused_and_frees_the_seat(
     let reservation = app.hold_ok(1, schedule, 1).await;
 
     // Wait until the database clock, which times holds, has passed held_until.
-    eventually(Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(10), async || {
         sqlx::query_scalar::<_, bool>("SELECT held_until < now() FROM reservations WHERE id = $1")
             .bind(reservation)
             .fetch_one(&app.db)

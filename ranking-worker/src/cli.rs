@@ -1,0 +1,234 @@
+//! Command line and configuration (SPEC §6–7): every flag also reads its environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use shared::config::{DatabaseArgs, LogArgs};
+use uuid::Uuid;
+
+use crate::ranking::RankingKeys;
+use crate::relay::RelaySettings;
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Relays ConcertSoldOut events from the outbox into the Redis ranking"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay and the HTTP API (the default).
+    Run(RunArgs),
+    /// Re-apply processed ConcertSoldOut events to Redis (all of them unless filtered).
+    Replay(ReplayArgs),
+    /// Show the outbox backlog and the ranking's size.
+    Status(StatusArgs),
+    /// Inspect and requeue events that ran out of attempts.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
+    /// Print the ranking, fastest sell-out first.
+    Top(TopArgs),
+}
+
+/// How to reach Redis and which ranking to use.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis connection URL.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// The ranking's sorted-set key; helper keys are named `{RANKING_KEY}:...`.
+    #[arg(long, env = "RANKING_KEY", default_value = "concert:schedule:ranking", value_parser = RankingKeys::parse)]
+    pub ranking_key: RankingKeys,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    /// Address of the ranking API, health and metrics.
+    #[arg(
+        long,
+        env = "RANKING_HTTP_ADDR",
+        value_name = "RANKING_HTTP_ADDR",
+        default_value = "0.0.0.0:8081"
+    )]
+    pub http_addr: SocketAddr,
+
+    /// How often to look for work when no notification arrives, in milliseconds.
+    #[arg(long, env = "POLL_INTERVAL_MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub poll_interval_ms: u64,
+
+    /// Events claimed and applied per batch.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_size: u32,
+
+    /// Attempts before an event is dead-lettered.
+    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_attempts: u32,
+
+    /// How long a claim lasts, in milliseconds: a dead worker's events are reclaimed after this.
+    #[arg(long, env = "LEASE_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub lease_ms: u64,
+
+    /// First retry delay after a failure, in milliseconds; doubles per attempt.
+    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub retry_base_ms: u64,
+
+    /// Longest retry delay, in milliseconds.
+    #[arg(long, env = "RETRY_MAX_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub retry_max_ms: u64,
+}
+
+impl RunArgs {
+    pub fn relay_settings(&self) -> RelaySettings {
+        RelaySettings {
+            batch_size: i64::from(self.batch_size),
+            lease: Duration::from_millis(self.lease_ms),
+            max_attempts: self.max_attempts.min(i32::MAX as u32) as i32,
+            retry_base: Duration::from_millis(self.retry_base_ms),
+            retry_cap: Duration::from_millis(self.retry_max_ms.max(self.retry_base_ms)),
+        }
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    /// Only events committed at or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<DateTime<Utc>>,
+
+    /// Only events committed before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<DateTime<Utc>>,
+
+    /// Only this schedule's event.
+    #[arg(long = "schedule")]
+    pub schedule_id: Option<i64>,
+
+    /// Only this event.
+    #[arg(long = "event")]
+    pub event_id: Option<Uuid>,
+
+    /// Count what would change without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Rebuild the whole ranking into a fresh key and swap it in atomically.
+    #[arg(long, conflicts_with_all = ["since", "until", "schedule_id", "event_id", "dry_run"])]
+    pub rebuild: bool,
+
+    /// Print the counts as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// List dead-lettered events with their last error.
+    List(DeadLettersListArgs),
+    /// Requeue one dead-lettered event, or all of them with --all.
+    Retry(DeadLettersRetryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeadLettersListArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeadLettersRetryArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// The event to requeue.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub event_id: Option<Uuid>,
+
+    /// Requeue every dead letter.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    /// How many entries to print.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub limit: u64,
+
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Cli {
+    /// Parses the command line; without a subcommand, `run` is meant.
+    pub fn parse_with_default() -> Self {
+        let cli: Self = shared::config::parse_or_exit();
+        if cli.command.is_some() {
+            return cli;
+        }
+        shared::config::parse_from_or_exit(std::env::args_os().chain(["run".into()]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

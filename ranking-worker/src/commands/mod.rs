@@ -1,0 +1,7 @@
+//! The operator commands. Each is a library function returning a report, so tests drive it
+//! directly; `main` only renders the report as a table or JSON.
+
+pub mod dead_letters;
+pub mod replay;
+pub mod status;
+pub mod top;

@@ -1,0 +1,136 @@
+//! The worker's HTTP API (SPEC §6): the ranking, health, readiness and metrics.
+
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use redis::aio::ConnectionManager;
+use serde::Deserialize;
+use serde_json::json;
+use shared::problem::Problem;
+use sqlx::PgPool;
+
+use crate::queue;
+use crate::ranking::Ranking;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub pool: PgPool,
+    pub redis: ConnectionManager,
+    pub ranking: Ranking,
+    pub metrics: PrometheusHandle,
+}
+
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_LIMIT: i64 = 100;
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/rankings/sold-out", get(sold_out_ranking))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route") })
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+fn malformed(detail: impl Into<String>) -> Response {
+    Problem::new(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST", detail).into_response()
+}
+
+/// Straight from Redis on every request: no cache can show a stale ranking.
+async fn sold_out_ranking(
+    State(state): State<HttpState>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Response {
+    let Query(page) = match page {
+        Ok(page) => page,
+        Err(rejection) => return malformed(rejection.body_text()),
+    };
+    let limit = page.limit.unwrap_or(10);
+    let offset = page.offset.unwrap_or(0);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return malformed(format!(
+            "limit must be between 1 and {MAX_LIMIT}, got {limit}"
+        ));
+    }
+    if offset < 0 {
+        return malformed(format!("offset must not be negative, got {offset}"));
+    }
+    let mut redis = state.redis.clone();
+    match state
+        .ranking
+        .top(&mut redis, offset as u64, limit as u64)
+        .await
+    {
+        Ok(entries) => {
+            Json(json!({ "key": state.ranking.key(), "entries": entries })).into_response()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the ranking");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "the ranking store is unreachable",
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<serde_json::Value>) {
+    let mut redis = state.redis.clone();
+    let ping = redis::cmd("PING");
+    let (postgres, redis) = tokio::join!(
+        tokio::time::timeout(READY_CHECK_TIMEOUT, shared::db::ping(&state.pool)),
+        tokio::time::timeout(READY_CHECK_TIMEOUT, ping.query_async::<String>(&mut redis)),
+    );
+    let postgres = postgres.unwrap_or(false);
+    let redis = matches!(redis, Ok(Ok(_)));
+    let status = if postgres && redis {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = |up: bool| if up { "ok" } else { "unreachable" };
+    (
+        status,
+        Json(
+            json!({ "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
+                          "postgres": word(postgres), "redis": word(redis) }),
+        ),
+    )
+}
+
+/// Backlog gauges are read from Postgres at scrape time, so they are never stale.
+async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    match queue::backlog(&state.pool).await {
+        Ok(backlog) => {
+            metrics::gauge!("outbox_pending_events")
+                .set((backlog.pending + backlog.retrying + backlog.processing) as f64);
+            metrics::gauge!("outbox_dead_events").set(backlog.dead as f64);
+            metrics::gauge!("outbox_oldest_ready_age_seconds")
+                .set(backlog.oldest_ready_age_seconds.unwrap_or(0.0));
+        }
+        Err(error) => tracing::warn!(%error, "cannot read the outbox backlog for metrics"),
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,10 @@
+//! ranking-worker against a real Postgres and Redis.
+
+mod helpers;
+
+mod crash;
+mod end_to_end;
+mod failures;
+mod operations;
+mod replay;
+mod workers;

@@ -1,0 +1,193 @@
+//! The worker's HTTP API edges and its operator CLI, run as the binary.
+
+use std::process::Command;
+use std::time::Duration;
+
+use ranking_worker::worker::{Worker, WorkerSettings};
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{redis_url, settings, Harness};
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn bad_ranking_parameters_are_400_problems(_: PgPoolOptions, database: PgConnectOptions) {
+    let harness = Harness::new(database.clone()).await;
+    let worker = Worker::build(
+        WorkerSettings {
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            redis_url: redis_url(),
+            ranking_keys: ranking_worker::ranking::RankingKeys::parse(&harness.key).unwrap(),
+            relay: settings(),
+            poll_interval: Duration::from_millis(50),
+            max_connections: 3,
+        },
+        database,
+    )
+    .await
+    .unwrap();
+    let base = format!("http://127.0.0.1:{}", worker.port());
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    tokio::spawn(worker.run_until_stopped(shutdown.clone()));
+    let client = reqwest::Client::new();
+
+    for query in [
+        "limit=0",
+        "limit=101",
+        "limit=ten",
+        "offset=-1",
+        "offset=x",
+        "sort=asc",
+    ] {
+        let response = client
+            .get(format!("{base}/rankings/sold-out?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "MALFORMED_REQUEST", "{query}");
+    }
+    let empty: Value = client
+        .get(format!("{base}/rankings/sold-out?limit=100&offset=5"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(empty["entries"], serde_json::json!([]));
+    assert_eq!(
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let ready: Value = client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready,
+        serde_json::json!({ "status": "ready", "postgres": "ok", "redis": "ok" })
+    );
+}
+
+fn cli(harness: &Harness, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ranking-worker"))
+        .args(args)
+        .env_clear()
+        .env("DATABASE_URL", harness.database_url())
+        .env("REDIS_URL", redis_url())
+        .env("RANKING_KEY", &harness.key)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn the_operator_commands_print_tables_and_json(_: PgPoolOptions, database: PgConnectOptions) {
+    let harness = Harness::new(database).await;
+    let events = harness.enqueue(3).await;
+    harness.drain(&harness.relay(settings())).await;
+    harness.enqueue(1).await;
+
+    let (ok, table, _) = cli(&harness, &["top", "--limit", "2"]);
+    assert!(ok);
+    assert!(table.starts_with("RANK"), "{table}");
+    assert_eq!(
+        table.lines().count(),
+        3,
+        "a header and two entries: {table}"
+    );
+    let (_, json, _) = cli(&harness, &["top", "--json"]);
+    let top: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(top["entries"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        top["entries"][0]["sold_out_seconds"].as_f64().unwrap(),
+        events[0].sold_out_seconds()
+    );
+
+    let (ok, json, _) = cli(&harness, &["status", "--json"]);
+    assert!(ok);
+    let status: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        (status["pending"].as_i64(), status["ranking_size"].as_i64()),
+        (Some(1), Some(3))
+    );
+    let (_, table, _) = cli(&harness, &["status"]);
+    assert!(table.contains("pending             1"), "{table}");
+
+    let mut redis = harness.redis.clone();
+    redis::cmd("DEL")
+        .arg(&harness.key)
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+    let (ok, out, _) = cli(&harness, &["replay", "--dry-run"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "dry run: matched 3, restored 3, unchanged 0");
+    let (_, out, _) = cli(&harness, &["replay", "--json"]);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["restored"], 3);
+    let (_, out, _) = cli(&harness, &["replay", "--rebuild"]);
+    assert_eq!(out.trim(), "rebuilt from 3 events; ranking size 3");
+    harness.assert_ranking_is(&events).await;
+
+    let (ok, out, _) = cli(&harness, &["dead-letters", "list"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "no dead letters");
+    let (ok, _, err) = cli(
+        &harness,
+        &[
+            "dead-letters",
+            "retry",
+            "00000000-0000-0000-0000-000000000000",
+        ],
+    );
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("is not dead-lettered"), "{err}");
+    let (ok, _, err) = cli(&harness, &["dead-letters", "retry", "not-a-uuid"]);
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn bad_settings_are_one_line_errors_naming_them() {
+    for (env, setting) in [
+        (("BATCH_SIZE", "0"), "BATCH_SIZE"),
+        (("MAX_ATTEMPTS", "many"), "MAX_ATTEMPTS"),
+        (("RANKING_KEY", "a{b}"), "RANKING_KEY"),
+        (("POLL_INTERVAL_MS", "-5"), "POLL_INTERVAL_MS"),
+        (("RANKING_HTTP_ADDR", "nowhere"), "RANKING_HTTP_ADDR"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_ranking-worker"))
+            .arg("run")
+            .env_clear()
+            .env("DATABASE_URL", "postgres://x")
+            .env(env.0, env.1)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(setting), "{setting} not named in {stderr}");
+    }
+}
