@@ -51,7 +51,7 @@ impl Application {
     /// Binds the listener and prepares the router. The pool connects lazily, so the service
     /// starts while Postgres is down and reports it through `/readyz` and 503s.
     pub async fn build(settings: Settings, database: PgConnectOptions) -> anyhow::Result<Self> {
-        let database = database.options([(
+        let database = database.application_name("payment-svc").options([(
             "lock_timeout",
             format!("{}ms", settings.lock_timeout.as_millis()),
         )]);

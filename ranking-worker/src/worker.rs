@@ -37,6 +37,8 @@ impl Worker {
         settings: WorkerSettings,
         database: PgConnectOptions,
     ) -> anyhow::Result<Self> {
+        // Named, so operators (and the crash tests) can tell its sessions in pg_stat_activity.
+        let database = database.application_name("ranking-worker");
         let pool = shared::db::pool_options(settings.max_connections).connect_lazy_with(database);
         let redis = crate::redis_conn::connect(&settings.redis_url)?;
         let ranking = Ranking::new(settings.ranking_keys);

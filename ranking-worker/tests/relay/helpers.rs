@@ -117,6 +117,43 @@ impl Harness {
             .collect()
     }
 
+    /// Claimed rows whose event Redis already records as applied: a worker died between its
+    /// apply and its ack.
+    pub async fn applied_but_not_acked(&self) -> Vec<Uuid> {
+        let claimed: Vec<Uuid> =
+            sqlx::query_scalar("SELECT event_id FROM outbox WHERE status = 'PROCESSING'")
+                .fetch_all(&self.pool)
+                .await
+                .unwrap();
+        if claimed.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<String> = claimed.iter().map(Uuid::to_string).collect();
+        let members: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(format!("{{{}}}:applied", self.key))
+            .arg(ids)
+            .query_async(&mut self.redis.clone())
+            .await
+            .unwrap();
+        claimed
+            .into_iter()
+            .zip(members)
+            .filter_map(|(event_id, member)| member.map(|_| event_id))
+            .collect()
+    }
+
+    /// How many sessions on this test's database carry `application_name`.
+    pub async fn sessions_named(&self, application_name: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = $1",
+        )
+        .bind(application_name)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
     pub async fn count_with_status(&self, status: &str) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status = $1")
             .bind(status)
