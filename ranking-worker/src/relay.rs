@@ -204,7 +204,8 @@ fn decode(row: Claimed) -> Decoded {
             row.event_type, row.event_version
         ))
     } else {
-        serde_json::from_value::<ConcertSoldOut>(row.payload.clone())
+        // The error names the offending field's path, e.g. `event_id: UUID parsing failed`.
+        serde_path_to_error::deserialize::<_, ConcertSoldOut>(row.payload.clone())
             .map_err(|error| format!("undecodable payload: {error}"))
             .and_then(|event| {
                 if event.event_id == row.event_id {
@@ -228,7 +229,7 @@ fn log_applied(row: &Claimed, event: &ConcertSoldOut) {
         member = %member(event),
         score = event.sold_out_seconds(),
         attempt = row.attempts,
-        lag_ms = lag.as_secs_f64() * 1000.0,
+        lag_ms = (lag.as_secs_f64() * 10_000.0).round() / 10.0,
         "event applied"
     );
 }

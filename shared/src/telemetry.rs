@@ -1,5 +1,7 @@
 //! One tracing subscriber builder for both binaries.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{fmt, EnvFilter};
 
 /// How log lines are rendered.
@@ -20,13 +22,23 @@ const COMMAND_FILTER: &str = "warn";
 /// Installs the global subscriber for a service, writing to stdout. `RUST_LOG` overrides the
 /// default filter.
 pub fn init(format: LogFormat) {
-    install(format, DEFAULT_FILTER, std::io::stdout);
+    install(
+        format,
+        DEFAULT_FILTER,
+        std::io::stdout,
+        std::io::stdout().is_terminal(),
+    );
 }
 
 /// Installs the global subscriber for an operator command: stderr, so that stdout is the
 /// command's own output.
 pub fn init_for_commands(format: LogFormat) {
-    install(format, COMMAND_FILTER, std::io::stderr);
+    install(
+        format,
+        COMMAND_FILTER,
+        std::io::stderr,
+        std::io::stderr().is_terminal(),
+    );
 }
 
 /// For tests: logs only when `TEST_LOG` is set, so passing runs stay quiet.
@@ -36,7 +48,8 @@ pub fn init_for_tests() {
     }
 }
 
-fn install<W>(format: LogFormat, default_filter: &str, writer: W)
+/// `colour`: escape codes only for a terminal, never into a file or a pipe.
+fn install<W>(format: LogFormat, default_filter: &str, writer: W, colour: bool)
 where
     W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -45,6 +58,7 @@ where
     let builder = fmt()
         .with_env_filter(filter)
         .with_target(true)
+        .with_ansi(colour)
         .with_writer(writer);
     // try_init: a second call (several apps in one test process) keeps the first subscriber.
     let _ = match format {
