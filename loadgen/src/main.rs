@@ -1,0 +1,57 @@
+//! loadgen: drives payment-svc and ranking-worker over HTTP, as their users would.
+//!
+//! - `demo`: concerts open for sale at different moments and crowds sell them out;
+//! - `check`: the end-to-end check of scripts/test: sells schedules out and verifies the
+//!   ranking's members, order and exact scores through ranking-worker's API.
+
+mod api;
+mod buyers;
+mod check;
+mod demo;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Drives payment-svc and ranking-worker over HTTP")]
+struct Cli {
+    /// payment-svc's base URL.
+    #[arg(long, env = "PAYMENT_URL", default_value = "http://127.0.0.1:8080")]
+    payment_url: String,
+
+    /// ranking-worker's base URL.
+    #[arg(long, env = "RANKING_URL", default_value = "http://127.0.0.1:8081")]
+    ranking_url: String,
+
+    /// The secret payment-svc verifies tokens with, to mint buyers' and the admin's tokens.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    jwt_secret: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sell out several concerts at different speeds.
+    Demo,
+    /// Sell out schedules and verify the ranking end to end; exits 1 on any mismatch.
+    Check,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli: Cli = shared::config::parse_or_exit();
+    if let Err(error) = execute(cli).await {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<()> {
+    let api = api::Api::new(&cli.payment_url, &cli.ranking_url);
+    let tokens = api::Tokens::new(&cli.jwt_secret)?;
+    match cli.command {
+        Command::Demo => demo::run(&api, &tokens).await,
+        Command::Check => check::run(&api, &tokens).await,
+    }
+}
