@@ -74,12 +74,11 @@ pub async fn run(api: &Api, tokens: &Tokens) -> anyhow::Result<()> {
             .map(|n| tokens.caller(first_buyer + (index * 100 + n) as i64, Role::User))
             .collect::<anyhow::Result<Vec<Caller>>>()?;
         println!(
-            "concert {:>4}  {:<24} {:>3} seats, {:>2} buyer{}, sale opens in {:.1} s",
+            "concert {:>4}  {:<24} {:>3} seats, {:>10}, sale opens in {:.1} s",
             concert.concert_id,
             act.title,
             act.seats,
-            act.buyers,
-            if act.buyers == 1 { "" } else { "s" },
+            plural(act.buyers, "buyer"),
             act.opens_after_ms as f64 / 1000.0
         );
         let sale = Sale {
@@ -95,11 +94,11 @@ pub async fn run(api: &Api, tokens: &Tokens) -> anyhow::Result<()> {
                 .sold_out_at
                 .map(|at| (at - schedule.sale_starts_at).num_milliseconds() as f64 / 1000.0);
             println!(
-                "sold out       {:<24} in {:>6.3} s ({} seats, {} collisions between buyers)",
+                "sold out       {:<24} in {:>6.3} s ({} seats; {} held by another buyer first)",
                 concert.title,
                 took.unwrap_or(f64::NAN),
                 sold.seats,
-                sold.collisions
+                plural(sold.collisions, "seat")
             );
             anyhow::Ok(())
         });
@@ -108,4 +107,8 @@ pub async fn run(api: &Api, tokens: &Tokens) -> anyhow::Result<()> {
         result?;
     }
     Ok(())
+}
+
+fn plural(count: usize, noun: &str) -> String {
+    format!("{count} {noun}{}", if count == 1 { "" } else { "s" })
 }
