@@ -2,9 +2,11 @@
 //!
 //! - `demo`: concerts open for sale at different moments and crowds sell them out;
 //! - `check`: the end-to-end check of scripts/test: sells schedules out and verifies the
-//!   ranking's members, order and exact scores through ranking-worker's API.
+//!   ranking's members, order and exact scores through ranking-worker's API;
+//! - `bench`: the figures of BENCHMARKS.md (scripts/bench).
 
 mod api;
+mod bench;
 mod buyers;
 mod check;
 mod demo;
@@ -23,7 +25,13 @@ struct Cli {
     ranking_url: String,
 
     /// The secret payment-svc verifies tokens with, to mint buyers' and the admin's tokens.
-    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "JWT_SECRET",
+        hide_env_values = true,
+        required = false,
+        default_value = ""
+    )]
     jwt_secret: String,
 
     #[command(subcommand)]
@@ -36,6 +44,8 @@ enum Command {
     Demo,
     /// Sell out schedules and verify the ranking end to end; exits 1 on any mismatch.
     Check,
+    /// Run the benchmarks; the services are started by the benchmark itself.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -49,9 +59,9 @@ async fn main() {
 
 async fn execute(cli: Cli) -> anyhow::Result<()> {
     let api = api::Api::new(&cli.payment_url, &cli.ranking_url);
-    let tokens = api::Tokens::new(&cli.jwt_secret)?;
     match cli.command {
-        Command::Demo => demo::run(&api, &tokens).await,
-        Command::Check => check::run(&api, &tokens).await,
+        Command::Demo => demo::run(&api, &api::Tokens::new(&cli.jwt_secret)?).await,
+        Command::Check => check::run(&api, &api::Tokens::new(&cli.jwt_secret)?).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -1,0 +1,185 @@
+//! `loadgen bench`: every figure of BENCHMARKS.md, each beside a baseline measured in the same
+//! run on the same Postgres and Redis. Run by scripts/bench against the release binaries.
+
+mod drain;
+mod latency;
+mod payments;
+mod report;
+mod setup;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use latency::Wakeup;
+use report::Report;
+use setup::{ranking_key, Env, Memory};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A Postgres superuser's URL; each benchmark creates and drops its own database.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    admin_url: String,
+
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+
+    /// Where the release binaries are.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+
+    /// Service logs and the results table go here.
+    #[arg(long, default_value = "target/bench")]
+    work_dir: PathBuf,
+
+    /// Small sizes, to check the benchmarks themselves run (figures are not meaningful).
+    #[arg(long)]
+    quick: bool,
+}
+
+/// The sizes the figures are defined with, or small ones for `--quick`.
+struct Sizes {
+    seconds: u64,
+    clients: Vec<usize>,
+    rush_seats: i64,
+    rush_buyers: usize,
+    latency_rate: u32,
+    latency_seconds: u32,
+    drain_events: i64,
+    scale_events: i64,
+    scale_retained: i64,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                seconds: 2,
+                clients: vec![8],
+                rush_seats: 200,
+                rush_buyers: 50,
+                latency_rate: 50,
+                latency_seconds: 2,
+                drain_events: 5_000,
+                scale_events: 2_000,
+                scale_retained: 20_000,
+            }
+        } else {
+            Self {
+                seconds: 10,
+                clients: vec![8, 32, 128],
+                rush_seats: 2_000,
+                rush_buyers: 500,
+                latency_rate: 200,
+                latency_seconds: 10,
+                drain_events: 200_000,
+                scale_events: 50_000,
+                scale_retained: 1_000_000,
+            }
+        }
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.work_dir)?;
+    let env = Env {
+        admin_url: args.admin_url,
+        redis_url: args.redis_url,
+        bin_dir: args.bin_dir,
+        work_dir: args.work_dir,
+    };
+    let sizes = Sizes::new(args.quick);
+    let mut report = Report::default();
+    let mut memory: Vec<(String, Memory)> = Vec::new();
+
+    println!("memory at rest");
+    memory.push(("ranking-worker idle".into(), idle_worker(&env).await?));
+
+    println!("payments (figure 1)");
+    let peak = payments::payments(&env, &mut report, &sizes.clients, sizes.seconds).await?;
+    memory.push(("payment-svc under the payments load".into(), peak));
+
+    println!("last-seat rush (figure 2)");
+    let peak = payments::rush(&env, &mut report, sizes.rush_seats, sizes.rush_buyers).await?;
+    memory.push(("payment-svc in the rush".into(), peak));
+
+    println!("commit-to-ranking latency (figure 3)");
+    for wakeup in [
+        Wakeup {
+            label: "LISTEN/NOTIFY (poll 1 s as fallback)",
+            notify: true,
+            poll_interval_ms: 1_000,
+        },
+        Wakeup {
+            label: "poll only, every 1 s (the default interval)",
+            notify: false,
+            poll_interval_ms: 1_000,
+        },
+        Wakeup {
+            label: "poll only, every 100 ms",
+            notify: false,
+            poll_interval_ms: 100,
+        },
+    ] {
+        let peak = latency::latency(
+            &env,
+            &mut report,
+            sizes.latency_rate,
+            sizes.latency_seconds,
+            &wakeup,
+        )
+        .await?;
+        memory.push((
+            format!(
+                "ranking-worker at {}/s, {}",
+                sizes.latency_rate, wakeup.label
+            ),
+            peak,
+        ));
+    }
+
+    println!("drain and replay (figure 4)");
+    memory.extend(drain::drain(&env, &mut report, sizes.drain_events).await?);
+
+    println!("scale (figure 5)");
+    drain::scale(&env, &mut report, sizes.scale_events, sizes.scale_retained).await?;
+
+    println!("memory (figure 6)");
+    for (what, memory) in &memory {
+        report.figure(
+            &format!("RSS: {what}"),
+            format!(
+                "now {:.1} MiB, peak {:.1} MiB",
+                memory.current_mib, memory.peak_mib
+            ),
+        );
+    }
+
+    let table = report.markdown();
+    let path = env.work_dir.join("results.md");
+    std::fs::write(&path, &table)?;
+    println!("\n{table}\n(written to {})", path.display());
+    Ok(())
+}
+
+/// Resident memory of a worker that has started and has nothing to do.
+async fn idle_worker(env: &Env) -> anyhow::Result<Memory> {
+    let database = env.fresh_database("bench_idle").await?;
+    let worker = env.spawn_worker(
+        &database,
+        &ranking_key("idle"),
+        18_099,
+        &[],
+        &env.work_dir.join("idle-worker.log"),
+    )?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let memory = worker.memory()?;
+    worker.stop()?;
+    database.drop_now().await?;
+    Ok(memory)
+}
