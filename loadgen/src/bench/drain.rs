@@ -11,6 +11,8 @@ use super::setup::{ranking_key, Database, Env, Memory};
 
 const LIMIT: Duration = Duration::from_secs(600);
 const BATCH: i64 = 200;
+/// graphile-worker's concurrency in its baseline: jobs in flight at once in its one process.
+const GRAPHILE_CONCURRENCY: u32 = 10;
 
 pub async fn drain(
     env: &Env,
@@ -35,6 +37,14 @@ pub async fn drain(
         );
         memory.push((format!("ranking-worker draining, {workers} of them"), peak));
     }
+    let graphile = graphile_worker(env, events).await?;
+    let (rate, _) = workers_drain(env, events, 0, 1).await?;
+    report.compare(
+        &format!("drain {events} events, 1 worker"),
+        (rate, "events/s"),
+        &format!("graphile-worker, {events} no-op jobs, concurrency {GRAPHILE_CONCURRENCY}"),
+        (graphile, "jobs/s"),
+    );
     let rebuild = rebuild(env, events).await?;
     let bare = bare_claim_and_ack(env, events, 0, 1).await?;
     report.compare(
@@ -189,4 +199,26 @@ async fn rebuild(env: &Env, events: i64) -> anyhow::Result<f64> {
     );
     database.drop_now().await?;
     Ok(events as f64 / took.as_secs_f64())
+}
+
+/// Jobs/s for graphile-worker draining `jobs` no-op jobs on a fresh database of the same
+/// Postgres (loadgen/graphile-worker/drain.js; scripts/bench installs it).
+async fn graphile_worker(env: &Env, jobs: i64) -> anyhow::Result<f64> {
+    let database = env.fresh_database("bench_graphile").await?;
+    let output = std::process::Command::new("node")
+        .arg("loadgen/graphile-worker/drain.js")
+        .arg(&database.url)
+        .arg(jobs.to_string())
+        .arg(GRAPHILE_CONCURRENCY.to_string())
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "graphile-worker baseline failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    database.drop_now().await?;
+    result["rate"]
+        .as_f64()
+        .ok_or_else(|| anyhow::anyhow!("drain.js printed no rate"))
 }
