@@ -116,11 +116,7 @@ impl ServeArgs {
 impl Cli {
     /// Parses the command line; without a subcommand, `serve` is meant.
     pub fn parse_with_default() -> Self {
-        let cli: Self = shared::config::parse_or_exit();
-        if cli.command.is_some() {
-            return cli;
-        }
-        shared::config::parse_from_or_exit(std::env::args_os().chain(["serve".into()]))
+        shared::config::parse_with_default_command("serve", |cli: &Self| cli.command.is_some())
     }
 }
 

@@ -214,11 +214,7 @@ pub struct TopArgs {
 impl Cli {
     /// Parses the command line; without a subcommand, `run` is meant.
     pub fn parse_with_default() -> Self {
-        let cli: Self = shared::config::parse_or_exit();
-        if cli.command.is_some() {
-            return cli;
-        }
-        shared::config::parse_from_or_exit(std::env::args_os().chain(["run".into()]))
+        shared::config::parse_with_default_command("run", |cli: &Self| cli.command.is_some())
     }
 }
 

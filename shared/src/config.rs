@@ -34,6 +34,20 @@ pub fn parse_or_exit<T: clap::Parser>() -> T {
     parse_from_or_exit(std::env::args_os())
 }
 
+/// [`parse_or_exit`] for a service whose bare name means one of its subcommands: when the command
+/// line names none (`names_command` says whether it did), `default` is appended and it is parsed
+/// again, so the subcommand's flags and environment variables still apply.
+pub fn parse_with_default_command<T: clap::Parser>(
+    default: &str,
+    names_command: impl Fn(&T) -> bool,
+) -> T {
+    let parsed: T = parse_or_exit();
+    if names_command(&parsed) {
+        return parsed;
+    }
+    parse_from_or_exit(std::env::args_os().chain([default.into()]))
+}
+
 /// [`parse_or_exit`] over the given arguments.
 pub fn parse_from_or_exit<T, I>(args: I) -> T
 where
