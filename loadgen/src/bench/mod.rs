@@ -40,6 +40,19 @@ pub struct BenchArgs {
     /// Small sizes, to check the benchmarks themselves run (figures are not meaningful).
     #[arg(long)]
     quick: bool,
+
+    /// Run only these figures (all by default).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Figure>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Figure {
+    Payments,
+    Rush,
+    Latency,
+    Drain,
+    Scale,
 }
 
 /// The sizes the figures are defined with, or small ones for `--quick`.
@@ -94,38 +107,46 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         work_dir: args.work_dir,
     };
     let sizes = Sizes::new(args.quick);
+    let wanted = |figure: Figure| args.only.is_empty() || args.only.contains(&figure);
     let mut report = Report::default();
     let mut memory: Vec<(String, Memory)> = Vec::new();
 
     println!("memory at rest");
     memory.push(("ranking-worker idle".into(), idle_worker(&env).await?));
 
-    println!("payments (figure 1)");
-    let peak = payments::payments(&env, &mut report, &sizes.clients, sizes.seconds).await?;
-    memory.push(("payment-svc under the payments load".into(), peak));
-
-    println!("last-seat rush (figure 2)");
-    let peak = payments::rush(&env, &mut report, sizes.rush_seats, sizes.rush_buyers).await?;
-    memory.push(("payment-svc in the rush".into(), peak));
-
-    println!("commit-to-ranking latency (figure 3)");
-    for wakeup in [
-        Wakeup {
-            label: "LISTEN/NOTIFY (poll 1 s as fallback)",
-            notify: true,
-            poll_interval_ms: 1_000,
-        },
-        Wakeup {
-            label: "poll only, every 1 s (the default interval)",
-            notify: false,
-            poll_interval_ms: 1_000,
-        },
-        Wakeup {
-            label: "poll only, every 100 ms",
-            notify: false,
-            poll_interval_ms: 100,
-        },
-    ] {
+    if wanted(Figure::Payments) {
+        println!("payments (figure 1)");
+        let peak = payments::payments(&env, &mut report, &sizes.clients, sizes.seconds).await?;
+        memory.push(("payment-svc under the payments load".into(), peak));
+    }
+    if wanted(Figure::Rush) {
+        println!("last-seat rush (figure 2)");
+        let peak = payments::rush(&env, &mut report, sizes.rush_seats, sizes.rush_buyers).await?;
+        memory.push(("payment-svc in the rush".into(), peak));
+    }
+    let wakeups = if wanted(Figure::Latency) {
+        println!("commit-to-ranking latency (figure 3)");
+        vec![
+            Wakeup {
+                label: "LISTEN/NOTIFY (poll 1 s as fallback)",
+                notify: true,
+                poll_interval_ms: 1_000,
+            },
+            Wakeup {
+                label: "poll only, every 1 s (the default interval)",
+                notify: false,
+                poll_interval_ms: 1_000,
+            },
+            Wakeup {
+                label: "poll only, every 100 ms",
+                notify: false,
+                poll_interval_ms: 100,
+            },
+        ]
+    } else {
+        Vec::new()
+    };
+    for wakeup in wakeups {
         let peak = latency::latency(
             &env,
             &mut report,
@@ -143,11 +164,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ));
     }
 
-    println!("drain and replay (figure 4)");
-    memory.extend(drain::drain(&env, &mut report, sizes.drain_events).await?);
-
-    println!("scale (figure 5)");
-    drain::scale(&env, &mut report, sizes.scale_events, sizes.scale_retained).await?;
+    if wanted(Figure::Drain) {
+        println!("drain and replay (figure 4)");
+        memory.extend(drain::drain(&env, &mut report, sizes.drain_events).await?);
+    }
+    if wanted(Figure::Scale) {
+        println!("scale (figure 5)");
+        drain::scale(&env, &mut report, sizes.scale_events, sizes.scale_retained).await?;
+    }
 
     println!("memory (figure 6)");
     for (what, memory) in &memory {
