@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
 use uuid::Uuid;
 
@@ -41,10 +41,8 @@ impl Env {
             .execute(&mut connection)
             .await?;
         let options = admin.clone().database(name);
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
+        // The services' own pool settings, so the bare-SQL baselines run as fast as they can.
+        let pool = shared::db::pool_options(8).connect_with(options).await?;
         shared::MIGRATOR.run(&pool).await?;
         let base = self
             .admin_url
