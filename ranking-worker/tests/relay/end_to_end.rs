@@ -5,12 +5,11 @@ use std::time::Duration;
 use payment_svc::auth::{mint_token, JwtSecret};
 use payment_svc::domain::{Role, UserId};
 use payment_svc::startup::{Application, Settings};
-use ranking_worker::worker::{Worker, WorkerSettings};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{eventually, redis_url, settings, Harness};
+use crate::helpers::{eventually, Harness};
 
 const SECRET: &str = "end-to-end-secret-that-is-32-bytes-long";
 
@@ -116,21 +115,9 @@ async fn a_sold_out_schedule_reaches_the_ranking_promptly_with_its_exact_score(
     tokio::spawn(shop.run_until_stopped(shutdown.clone()));
 
     // A poll interval of a minute: only LISTEN/NOTIFY can make the relay prompt.
-    let worker = Worker::build(
-        WorkerSettings {
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            redis_url: redis_url(),
-            ranking_keys: ranking_worker::ranking::RankingKeys::parse(&harness.key).unwrap(),
-            relay: settings(),
-            poll_interval: Duration::from_secs(60),
-            max_connections: 5,
-        },
-        database,
-    )
-    .await
-    .unwrap();
-    let worker_base = format!("http://127.0.0.1:{}", worker.port());
-    tokio::spawn(worker.run_until_stopped(shutdown.clone()));
+    let worker_base = harness
+        .start_worker(Duration::from_secs(60), &shutdown)
+        .await;
 
     // Wait until the worker is listening, so the notification cannot arrive before it.
     eventually(Duration::from_secs(10), async || {

@@ -6,10 +6,12 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use ranking_worker::ranking::{Ranking, RankingKeys};
 use ranking_worker::relay::{Outcome, Relay, RelaySettings};
+use ranking_worker::worker::{Worker, WorkerSettings};
 use redis::aio::ConnectionManager;
 use shared::events::ConcertSoldOut;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub fn redis_url() -> String {
@@ -57,6 +59,31 @@ impl Harness {
             self.ranking.clone(),
             settings,
         )
+    }
+
+    /// Starts a worker (relay and HTTP) in this process on the test's database and ranking;
+    /// it runs until `shutdown` is cancelled. Returns its base URL.
+    pub async fn start_worker(
+        &self,
+        poll_interval: Duration,
+        shutdown: &CancellationToken,
+    ) -> String {
+        let worker = Worker::build(
+            WorkerSettings {
+                http_addr: "127.0.0.1:0".parse().unwrap(),
+                redis_url: redis_url(),
+                ranking_keys: RankingKeys::parse(&self.key).unwrap(),
+                relay: settings(),
+                poll_interval,
+                max_connections: 5,
+            },
+            self.database.clone(),
+        )
+        .await
+        .unwrap();
+        let base = format!("http://127.0.0.1:{}", worker.port());
+        tokio::spawn(worker.run_until_stopped(shutdown.clone()));
+        base
     }
 
     /// The URL of this test's database, for worker processes.

@@ -3,7 +3,6 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ranking_worker::worker::{Worker, WorkerSettings};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -14,23 +13,11 @@ use crate::helpers::{redis_url, settings, Harness};
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn bad_ranking_parameters_are_400_problems(_: PgPoolOptions, database: PgConnectOptions) {
     let harness = Harness::new(database.clone()).await;
-    let worker = Worker::build(
-        WorkerSettings {
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            redis_url: redis_url(),
-            ranking_keys: ranking_worker::ranking::RankingKeys::parse(&harness.key).unwrap(),
-            relay: settings(),
-            poll_interval: Duration::from_millis(50),
-            max_connections: 3,
-        },
-        database,
-    )
-    .await
-    .unwrap();
-    let base = format!("http://127.0.0.1:{}", worker.port());
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    tokio::spawn(worker.run_until_stopped(shutdown.clone()));
+    let base = harness
+        .start_worker(Duration::from_millis(50), &shutdown)
+        .await;
     let client = reqwest::Client::new();
 
     for query in [
