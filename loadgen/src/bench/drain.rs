@@ -22,7 +22,7 @@ pub async fn drain(
     let mut memory = Vec::new();
     for workers in [1u16, 2] {
         let bare = bare_claim_and_ack(env, events, 0, workers).await?;
-        let (rate, peak) = workers_drain(env, events, 0, workers).await?;
+        let (rate, peak) = workers_drain(env, events, 0, workers, &[]).await?;
         report.compare(
             &format!(
                 "drain {events} events, {workers} worker{}",
@@ -38,12 +38,21 @@ pub async fn drain(
         memory.push((format!("ranking-worker draining, {workers} of them"), peak));
     }
     let graphile = graphile_worker(env, events).await?;
-    let (rate, _) = workers_drain(env, events, 0, 1).await?;
+    let (rate, _) = workers_drain(env, events, 0, 1, &[]).await?;
     report.compare(
         &format!("drain {events} events, 1 worker"),
         (rate, "events/s"),
         &format!("graphile-worker, {events} no-op jobs, concurrency {GRAPHILE_CONCURRENCY}"),
         (graphile, "jobs/s"),
+    );
+    // Larger batches: fewer statements per event, but each Redis script runs longer.
+    let bare = bare_claim_and_ack(env, events, 0, 1).await?;
+    let (rate, _) = workers_drain(env, events, 0, 1, &[("BATCH_SIZE", "1000")]).await?;
+    report.compare(
+        &format!("drain {events} events, 1 worker, BATCH_SIZE=1000"),
+        (rate, "events/s"),
+        "bare claim+ack SQL (batches of 200), 1 loop",
+        (bare, "events/s"),
     );
     let rebuild = rebuild(env, events).await?;
     let bare = bare_claim_and_ack(env, events, 0, 1).await?;
@@ -63,8 +72,8 @@ pub async fn scale(
     events: i64,
     retained: i64,
 ) -> anyhow::Result<()> {
-    let (empty_rate, _) = workers_drain(env, events, 0, 1).await?;
-    let (retained_rate, _) = workers_drain(env, events, retained, 1).await?;
+    let (empty_rate, _) = workers_drain(env, events, 0, 1, &[]).await?;
+    let (retained_rate, _) = workers_drain(env, events, retained, 1, &[]).await?;
     report.compare(
         &format!("drain {events} events with {retained} processed rows retained"),
         (retained_rate, "events/s"),
@@ -99,6 +108,7 @@ async fn workers_drain(
     events: i64,
     retained: i64,
     workers: u16,
+    settings: &[(&str, &str)],
 ) -> anyhow::Result<(f64, Memory)> {
     let database = prepared(env, "bench_drain", events, retained).await?;
     let key = ranking_key("drain");
@@ -106,7 +116,7 @@ async fn workers_drain(
     let mut services = Vec::new();
     for n in 0..workers {
         let log = env.work_dir.join(format!("drain-worker-{n}.log"));
-        services.push(env.spawn_worker(&database, &key, 18_081 + n, &[], &log)?);
+        services.push(env.spawn_worker(&database, &key, 18_081 + n, settings, &log)?);
     }
     let took = database.wait_drained(started, LIMIT).await?;
     let mut peak = Memory {
