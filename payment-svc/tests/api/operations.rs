@@ -6,7 +6,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{assert_problem, token, TestApp, SECRET};
+use payment_svc::startup::Settings;
+
+use crate::helpers::{assert_problem, settings, token, TestApp, SECRET};
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn health_readiness_and_metrics(_: PgPoolOptions, database: PgConnectOptions) {
@@ -46,6 +48,61 @@ async fn health_readiness_and_metrics(_: PgPoolOptions, database: PgConnectOptio
     ] {
         assert!(metrics.contains(series), "metrics lack {series}");
     }
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn connections_postgres_dropped_cost_a_503_at_most_then_the_service_recovers(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    const POOL: u32 = 4;
+    let app = TestApp::spawn_with(
+        database,
+        Settings {
+            max_connections: POOL,
+            ..settings()
+        },
+    )
+    .await;
+    let (concert_id, _) = app.create_concert(1, 1, 10).await;
+    let path = format!("/concerts/{concert_id}");
+    // Fill the pool with open connections.
+    futures::future::join_all((0..2 * POOL).map(|_| app.get(&path).send())).await;
+
+    // Postgres drops every one of them, as a restart would. Pooled connections are pinged only
+    // after sitting idle, so the requests that meet a dead one fail, and retryably.
+    let dropped: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'payment-svc'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(dropped >= 1, "the pool had connections open");
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(app.get(&path).send().await.unwrap().status());
+    }
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::SERVICE_UNAVAILABLE),
+        "only 200 or a retryable 503: {statuses:?}"
+    );
+    let failed = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert!(
+        failed <= POOL as usize,
+        "at most one failure per dropped connection: {statuses:?}"
+    );
+    assert!(
+        statuses[statuses.len() - 5..]
+            .iter()
+            .all(|s| *s == StatusCode::OK),
+        "recovered: {statuses:?}"
+    );
 }
 
 #[tokio::test]
