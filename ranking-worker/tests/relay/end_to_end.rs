@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{eventually, Harness};
+use crate::helpers::{eventually, get_json, Harness};
 
 const SECRET: &str = "end-to-end-secret-that-is-32-bytes-long";
 
@@ -141,14 +141,11 @@ async fn a_sold_out_schedule_reaches_the_ranking_promptly_with_its_exact_score(
         let member = format!("concert:{concert}:schedule:{schedule}");
         let mut entries = Vec::new();
         eventually(Duration::from_secs(10), async || {
-            let ranking: Value = client
-                .get(format!("{worker_base}/rankings/sold-out?limit=100"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let ranking: Value = get_json(
+                &client,
+                &format!("{worker_base}/rankings/sold-out?limit=100"),
+            )
+            .await;
             entries = ranking["entries"].as_array().unwrap().clone();
             entries.iter().any(|e| e["member"] == member)
         })
@@ -189,14 +186,7 @@ async fn a_sold_out_schedule_reaches_the_ranking_promptly_with_its_exact_score(
         assert_eq!(status, "PROCESSED");
     }
 
-    let ranking: Value = client
-        .get(format!("{worker_base}/rankings/sold-out"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ranking: Value = get_json(&client, &format!("{worker_base}/rankings/sold-out")).await;
     assert_eq!(ranking["key"], harness.key.as_str());
     let ranks: Vec<i64> = ranking["entries"]
         .as_array()

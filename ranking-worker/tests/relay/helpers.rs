@@ -237,3 +237,8 @@ pub async fn eventually(deadline: Duration, mut condition: impl AsyncFnMut() -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// GETs `url` and parses the JSON body, whatever the status.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}

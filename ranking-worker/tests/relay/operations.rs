@@ -8,7 +8,7 @@ use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{redis_url, settings, Harness};
+use crate::helpers::{get_json, redis_url, settings, Harness};
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn bad_ranking_parameters_are_400_problems(_: PgPoolOptions, database: PgConnectOptions) {
@@ -41,14 +41,11 @@ async fn bad_ranking_parameters_are_400_problems(_: PgPoolOptions, database: PgC
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["code"], "MALFORMED_REQUEST", "{query}");
     }
-    let empty: Value = client
-        .get(format!("{base}/rankings/sold-out?limit=100&offset=5"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let empty: Value = get_json(
+        &client,
+        &format!("{base}/rankings/sold-out?limit=100&offset=5"),
+    )
+    .await;
     assert_eq!(empty["entries"], serde_json::json!([]));
     assert_eq!(
         client
@@ -59,14 +56,7 @@ async fn bad_ranking_parameters_are_400_problems(_: PgPoolOptions, database: PgC
             .status(),
         StatusCode::OK
     );
-    let ready: Value = client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = get_json(&client, &format!("{base}/readyz")).await;
     assert_eq!(
         ready,
         serde_json::json!({ "status": "ready", "postgres": "ok", "redis": "ok" })
