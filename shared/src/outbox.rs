@@ -12,6 +12,22 @@ pub const NOTIFY_CHANNEL: &str = "outbox_ready";
 /// Both take effect only if that transaction commits: Postgres delivers a notification at
 /// commit and drops it on rollback, so a rolled-back payment leaves neither row nor wake-up.
 pub async fn enqueue<E: OutboxEvent>(tx: &mut PgConnection, event: &E) -> Result<(), sqlx::Error> {
+    insert_without_wakeup(tx, event).await?;
+    // The payload names the event for whoever reads it; the relay only needs the wake-up.
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(NOTIFY_CHANNEL)
+        .bind(event.event_id().to_string())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Inserts `event` without waking the relay, which then finds it only at its next poll.
+/// Writers use [`enqueue`]; this half exists for measuring a poll-only relay.
+pub async fn insert_without_wakeup<E: OutboxEvent>(
+    tx: &mut PgConnection,
+    event: &E,
+) -> Result<(), sqlx::Error> {
     let payload = serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query(
         "INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, payload)
@@ -24,11 +40,5 @@ pub async fn enqueue<E: OutboxEvent>(tx: &mut PgConnection, event: &E) -> Result
     .bind(payload)
     .execute(&mut *tx)
     .await?;
-    // The payload names the event for whoever reads it; the relay only needs the wake-up.
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(NOTIFY_CHANNEL)
-        .bind(event.event_id().to_string())
-        .execute(&mut *tx)
-        .await?;
     Ok(())
 }

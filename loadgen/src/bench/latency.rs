@@ -47,7 +47,7 @@ pub async fn latency(
         if wakeup.notify {
             shared::outbox::enqueue(&mut tx, &event).await?;
         } else {
-            insert_without_notify(&mut tx, &event).await?;
+            shared::outbox::insert_without_wakeup(&mut tx, &event).await?;
         }
         tx.commit().await?;
     }
@@ -91,23 +91,6 @@ fn event(schedule_id: i64) -> ConcertSoldOut {
         sale_started_at: now - chrono::Duration::seconds(60),
         sold_out_at: now,
     }
-}
-
-/// The outbox row as payment-svc writes it, minus the notification: a poll-only relay.
-async fn insert_without_notify(
-    tx: &mut sqlx::PgConnection,
-    event: &ConcertSoldOut,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, payload)
-         VALUES ($1, 'ConcertSoldOut', 1, $2, $3)",
-    )
-    .bind(event.event_id)
-    .bind(event.schedule_id)
-    .bind(serde_json::to_value(event)?)
-    .execute(tx)
-    .await?;
-    Ok(())
 }
 
 /// `lag_ms` of every `event applied` line: from the row's commit-time stamp to Redis.
