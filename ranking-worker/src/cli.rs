@@ -26,13 +26,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the relay and the HTTP API (the default).
+    /// Run the consumers and the HTTP API (the default). Several may run: one is active, the
+    /// others stand by and take over.
     Run(RunArgs),
-    /// Re-apply processed ConcertSoldOut events to Redis (all of them unless filtered).
+    /// Re-apply ConcertSoldOut events the ranking has passed to Redis (all unless filtered).
     Replay(ReplayArgs),
-    /// Show the outbox backlog and the ranking's size.
+    /// Show each consumer's position, lag, state and dead letters, the log, and the ranking.
     Status(StatusArgs),
-    /// Inspect and requeue events that ran out of attempts.
+    /// Inspect and redrive events a consumer could not handle (undecodable, unknown version).
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
     /// Print the ranking, fastest sell-out first.
@@ -78,22 +79,13 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
 
-    /// Attempts before an event is dead-lettered.
-    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 10,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_attempts: u32,
-
-    /// How long a claim lasts, in milliseconds: a dead worker's events are reclaimed after this.
-    #[arg(long, env = "LEASE_MS", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
-    pub lease_ms: u64,
-
-    /// First retry delay after a failure, in milliseconds; doubles per attempt.
+    /// First pause after a failure (Redis or Postgres unavailable), in milliseconds; doubles
+    /// per consecutive failure.
     #[arg(long, env = "RETRY_BASE_MS", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub retry_base_ms: u64,
 
-    /// Longest retry delay, in milliseconds.
+    /// Longest pause between retries, in milliseconds.
     #[arg(long, env = "RETRY_MAX_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub retry_max_ms: u64,
@@ -103,8 +95,6 @@ impl RunArgs {
     pub fn relay_settings(&self) -> RelaySettings {
         RelaySettings {
             batch_size: i64::from(self.batch_size),
-            lease: Duration::from_millis(self.lease_ms),
-            max_attempts: self.max_attempts.min(i32::MAX as u32) as i32,
             retry_base: Duration::from_millis(self.retry_base_ms),
             retry_cap: Duration::from_millis(self.retry_max_ms.max(self.retry_base_ms)),
         }
@@ -167,9 +157,9 @@ pub struct StatusArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DeadLettersCommand {
-    /// List dead-lettered events with their last error.
+    /// List dead letters with their error.
     List(DeadLettersListArgs),
-    /// Requeue one dead-lettered event, or all of them with --all.
+    /// Apply one dead letter again (after a fix), or all of them with --all.
     Retry(DeadLettersRetryArgs),
 }
 
@@ -177,6 +167,10 @@ pub enum DeadLettersCommand {
 pub struct DeadLettersListArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    /// Only this consumer's dead letters.
+    #[arg(long)]
+    pub consumer: Option<String>,
 
     /// Print as JSON.
     #[arg(long)]
@@ -188,13 +182,20 @@ pub struct DeadLettersRetryArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
-    /// The event to requeue.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    /// The event to apply again.
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub event_id: Option<Uuid>,
 
-    /// Requeue every dead letter.
+    /// Apply every dead letter again.
     #[arg(long)]
     pub all: bool,
+
+    /// The consumer whose dead letters to retry.
+    #[arg(long, default_value = crate::consumers::RANKING, value_parser = ["ranking"])]
+    pub consumer: String,
 }
 
 #[derive(Debug, Args)]

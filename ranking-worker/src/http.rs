@@ -15,7 +15,9 @@ use serde_json::json;
 use shared::problem::Problem;
 use sqlx::PgPool;
 
-use crate::queue;
+use crate::consumers;
+use crate::health::ConsumerHealth;
+use crate::log;
 use crate::ranking::Ranking;
 
 #[derive(Clone)]
@@ -24,6 +26,8 @@ pub struct HttpState {
     pub redis: ConnectionManager,
     pub ranking: Ranking,
     pub metrics: PrometheusHandle,
+    /// The consumers this instance runs (active or standing by).
+    pub consumers: Vec<ConsumerHealth>,
 }
 
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,6 +41,7 @@ pub fn router(state: HttpState) -> Router {
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
         .route("/readyz", get(readyz))
+        .route("/consumers", get(consumers_health))
         .route("/metrics", get(metrics))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route") })
         .with_state(state)
@@ -117,17 +122,40 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<serde_json:
     )
 }
 
-/// Backlog gauges are read from Postgres at scrape time, so they are never stale.
+/// Each consumer as this instance runs it (active or standby, running or paused and why), with
+/// its lag from the position Postgres mirrors. Not part of readiness: an unavailable sink must
+/// not take the read API out of rotation.
+async fn consumers_health(State(state): State<HttpState>) -> Response {
+    let mut consumers = Vec::new();
+    for consumer in &state.consumers {
+        let health = consumer.snapshot();
+        let lag = match consumers::get(&state.pool, &health.name).await {
+            Ok(row) => log::lag(&state.pool, row.position()).await.ok(),
+            Err(_) => None,
+        };
+        let mut entry = serde_json::to_value(&health).unwrap_or_default();
+        entry["lag"] = serde_json::to_value(lag).unwrap_or_default();
+        consumers.push(entry);
+    }
+    Json(json!({ "consumers": consumers })).into_response()
+}
+
+/// Lag gauges are read from Postgres at scrape time, so they are never stale.
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
-    match queue::backlog(&state.pool).await {
-        Ok(backlog) => {
-            metrics::gauge!("outbox_pending_events")
-                .set((backlog.pending + backlog.retrying + backlog.processing) as f64);
-            metrics::gauge!("outbox_dead_events").set(backlog.dead as f64);
-            metrics::gauge!("outbox_oldest_ready_age_seconds")
-                .set(backlog.oldest_ready_age_seconds.unwrap_or(0.0));
+    for consumer in &state.consumers {
+        let name = consumer.name();
+        let lag = async {
+            let row = consumers::get(&state.pool, &name).await?;
+            log::lag(&state.pool, row.position()).await
+        };
+        match lag.await {
+            Ok(lag) => {
+                metrics::gauge!("consumer_lag_events", "consumer" => name.clone())
+                    .set(lag.events as f64);
+                metrics::gauge!("consumer_lag_seconds", "consumer" => name).set(lag.seconds);
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the consumers' lag for metrics"),
         }
-        Err(error) => tracing::warn!(%error, "cannot read the outbox backlog for metrics"),
     }
     (
         [("content-type", "text/plain; version=0.0.4")],

@@ -1,12 +1,16 @@
-//! ranking-worker: relays `ConcertSoldOut` events from the Postgres outbox into the Redis
-//! ranking of fastest sell-outs with exactly-once effect, serves the ranking, and offers the
-//! operator commands.
+//! ranking-worker: consumes the Postgres outbox log into the Redis ranking of fastest sell-outs
+//! with exactly-once effect, serves the ranking, and offers the operator commands.
 
 pub mod cli;
 pub mod commands;
+pub mod consumer;
+pub mod consumers;
+pub mod health;
 pub mod http;
-pub mod queue;
+pub mod leadership;
+pub mod log;
 pub mod ranking;
 pub mod redis_conn;
 pub mod relay;
+pub mod wakeup;
 pub mod worker;

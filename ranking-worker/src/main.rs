@@ -1,7 +1,7 @@
 use anyhow::Context;
 use ranking_worker::cli::{Cli, Command, DeadLettersCommand, RedisArgs};
 use ranking_worker::commands::{dead_letters, replay, status, top};
-use ranking_worker::queue::ReplayFilter;
+use ranking_worker::log::ReplayFilter;
 use ranking_worker::ranking::Ranking;
 use ranking_worker::worker::{Worker, WorkerSettings};
 use shared::config::DatabaseArgs;
@@ -79,7 +79,8 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::DeadLetters(DeadLettersCommand::List(args)) => {
             shared::telemetry::init_for_commands(cli.log.log_format);
-            let letters = dead_letters::list(&connect_db(&args.database).await?).await?;
+            let pool = connect_db(&args.database).await?;
+            let letters = dead_letters::list(&pool, args.consumer.as_deref()).await?;
             if args.json {
                 println!("{}", serde_json::to_string(&letters)?);
             } else {
@@ -88,12 +89,12 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::DeadLetters(DeadLettersCommand::Retry(args)) => {
             shared::telemetry::init_for_commands(cli.log.log_format);
-            let requeued =
-                dead_letters::retry(&connect_db(&args.database).await?, args.event_id).await?;
-            println!(
-                "requeued {requeued} dead letter{}",
-                if requeued == 1 { "" } else { "s" }
-            );
+            let pool = connect_db(&args.database).await?;
+            let (mut redis, ranking) = connect_ranking(&args.redis)?;
+            let report =
+                dead_letters::retry(&pool, &mut redis, &ranking, &args.consumer, args.event_id)
+                    .await?;
+            println!("{report}");
         }
         Command::Top(args) => {
             shared::telemetry::init_for_commands(cli.log.log_format);

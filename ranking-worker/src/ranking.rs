@@ -5,9 +5,10 @@
 //! - `K`: sorted set, member `concert:{concert_id}:schedule:{schedule_id}`, score the sell-out
 //!   duration in seconds;
 //! - `{K}:details`: hash member → display details (JSON);
-//! - `{K}:applied`: hash event_id → member, the record of applied events that makes a
-//!   redelivery a no-op;
-//! - `{K}:rebuild`, `{K}:rebuild:details`, `{K}:rebuild:applied`: a rebuild in progress.
+//! - `{K}:position`: the ranking consumer's position in the outbox log, written by the same
+//!   script as the effect it covers: what makes redelivery harmless and fences a stale worker;
+//! - `{K}:applied_events`: how many events the apply script has applied, for auditing;
+//! - `{K}:rebuild`, `{K}:rebuild:details`: a rebuild in progress.
 //!
 //! The helper keys carry `K` in braces, so Redis Cluster puts them in `K`'s slot and one script
 //! may touch them all.
@@ -16,13 +17,17 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 use shared::events::ConcertSoldOut;
+use uuid::Uuid;
+
+use crate::log::LogPosition;
 
 /// The names of one ranking's keys.
 #[derive(Debug, Clone)]
 pub struct RankingKeys {
     pub ranking: String,
     details: String,
-    applied: String,
+    position: String,
+    applied_events: String,
 }
 
 impl RankingKeys {
@@ -36,7 +41,8 @@ impl RankingKeys {
         Ok(Self {
             ranking: name.to_owned(),
             details: format!("{{{name}}}:details"),
-            applied: format!("{{{name}}}:applied"),
+            position: format!("{{{name}}}:position"),
+            applied_events: format!("{{{name}}}:applied_events"),
         })
     }
 
@@ -46,12 +52,27 @@ impl RankingKeys {
         Self {
             ranking: format!("{{{name}}}:rebuild"),
             details: format!("{{{name}}}:rebuild:details"),
-            applied: format!("{{{name}}}:rebuild:applied"),
+            position: format!("{{{name}}}:rebuild:position"),
+            applied_events: format!("{{{name}}}:rebuild:applied_events"),
         }
     }
 
-    fn all(&self) -> [&str; 3] {
-        [&self.ranking, &self.details, &self.applied]
+    /// The keys every script is given, in this order: KEYS[1] to KEYS[4].
+    fn all(&self) -> [&str; 4] {
+        [
+            &self.ranking,
+            &self.details,
+            &self.position,
+            &self.applied_events,
+        ]
+    }
+
+    pub fn position(&self) -> &str {
+        &self.position
+    }
+
+    pub fn applied_events(&self) -> &str {
+        &self.applied_events
     }
 }
 
@@ -61,6 +82,77 @@ pub fn member(event: &ConcertSoldOut) -> String {
         "concert:{}:schedule:{}",
         event.concert_id, event.schedule_id
     )
+}
+
+/// The ranking consumer's position as stored in Redis: the log it belongs to and the place in
+/// it. A position of another log (a database dropped and created again) is not this log's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredPosition {
+    pub log_id: Uuid,
+    pub position: LogPosition,
+}
+
+impl StoredPosition {
+    fn encode(&self) -> String {
+        format!("{}:{}", self.log_id, self.position)
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let (log_id, position) = text.split_once(':')?;
+        Some(Self {
+            log_id: log_id.parse().ok()?,
+            position: position.parse().ok()?,
+        })
+    }
+}
+
+/// What Redis holds at `{K}:position`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkPosition {
+    /// Nothing: a new ranking, or Redis lost it.
+    Missing,
+    Stored(StoredPosition),
+    /// Something this worker cannot read; treated as missing.
+    Unreadable(String),
+}
+
+impl SinkPosition {
+    fn from_reply(reply: Option<String>) -> Self {
+        match reply {
+            None => SinkPosition::Missing,
+            Some(text) => match StoredPosition::decode(&text) {
+                Some(stored) => SinkPosition::Stored(stored),
+                None => SinkPosition::Unreadable(text),
+            },
+        }
+    }
+
+    /// The exact text the apply script compares with.
+    fn expected(&self) -> String {
+        match self {
+            SinkPosition::Missing => String::new(),
+            SinkPosition::Stored(stored) => stored.encode(),
+            SinkPosition::Unreadable(text) => text.clone(),
+        }
+    }
+
+    /// The position in `log_id`'s log; the start when there is none for that log.
+    pub fn in_log(&self, log_id: Uuid) -> Option<LogPosition> {
+        match self {
+            SinkPosition::Stored(stored) if stored.log_id == log_id => Some(stored.position),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SinkPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinkPosition::Missing => f.write_str("none"),
+            SinkPosition::Stored(stored) => write!(f, "{}", stored.position),
+            SinkPosition::Unreadable(text) => write!(f, "unreadable {text:?}"),
+        }
+    }
 }
 
 /// What the read API shows beside the score, stored in `{K}:details`.
@@ -85,12 +177,11 @@ impl From<&ConcertSoldOut> for Details {
     }
 }
 
-/// The script arguments for a batch: (event_id, member, score, details) per event. The score
-/// comes from the payload alone, so applying an event again can never change it.
+/// The script arguments for a batch: (member, score, details) per event. The score comes from
+/// the payload alone, so applying an event again can never change it.
 fn event_args(events: &[&ConcertSoldOut]) -> Vec<String> {
-    let mut args = Vec::with_capacity(events.len() * 4);
+    let mut args = Vec::with_capacity(events.len() * 3);
     for event in events {
-        args.push(event.event_id.to_string());
         args.push(member(event));
         args.push(event.sold_out_seconds().to_string());
         // Serialising a struct of plain fields cannot fail.
@@ -99,66 +190,80 @@ fn event_args(events: &[&ConcertSoldOut]) -> Vec<String> {
     args
 }
 
-/// Applies each event once: an event whose id is already recorded is skipped (a redelivery
-/// after a crash between apply and ack, or a second worker's lease takeover).
-const APPLY: &str = r#"
-local result = {}
-for i = 1, #ARGV, 4 do
-  local event_id, member, score, details = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  if redis.call('HSETNX', KEYS[3], event_id, member) == 1 then
-    redis.call('ZADD', KEYS[1], score, member)
-    redis.call('HSET', KEYS[2], member, details)
-    result[#result + 1] = 1
-  else
-    result[#result + 1] = 0
+/// Checks that the ranking's keys have the types the scripts write, before any write: Redis
+/// does not roll a script back, so a WRONGTYPE halfway through would leave half a batch.
+const CHECK_TYPES: &str = r#"
+local expected = {'zset', 'hash', 'string', 'string'}
+for i = 1, 4 do
+  local found = redis.call('TYPE', KEYS[i]).ok
+  if found ~= 'none' and found ~= expected[i] then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. found .. ', expected a ' .. expected[i])
   end
 end
-return result
 "#;
 
-/// Replay: writes each event's member, score and details whatever the applied record says
-/// (the ranking may have been deleted while the record survived). Returns 1 for each event
-/// that changed the ranking (restored), 0 where it already held it exactly (unchanged).
+/// Writes (member, score, details) triples from ARGV[first] on: absolute writes, so writing an
+/// event again changes nothing. Batched commands, in chunks that stay within Lua's stack.
+const WRITE_EVENTS: &str = r#"
+local function write_events(first)
+  local scores, details = {}, {}
+  for i = first, #ARGV, 3 do
+    scores[#scores + 1] = ARGV[i + 1]
+    scores[#scores + 1] = ARGV[i]
+    details[#details + 1] = ARGV[i]
+    details[#details + 1] = ARGV[i + 2]
+  end
+  for i = 1, #scores, 1000 do
+    redis.call('ZADD', KEYS[1], unpack(scores, i, math.min(i + 999, #scores)))
+    redis.call('HSET', KEYS[2], unpack(details, i, math.min(i + 999, #details)))
+  end
+  return #scores / 2
+end
+"#;
+
+/// The consumer's step: if the stored position is ARGV[1] (compare-and-set), writes the batch
+/// and moves the position to ARGV[2], last. Returns {1} when applied, {0, stored} when the
+/// position was not the expected one (another instance moved it, or Redis lost it).
+const APPLY: &str = r#"
+local stored = redis.call('GET', KEYS[3]) or ''
+if stored ~= ARGV[1] then return {0, stored} end
+local count = write_events(3)
+if count > 0 then redis.call('INCRBY', KEYS[4], count) end
+redis.call('SET', KEYS[3], ARGV[2])
+return {1, ''}
+"#;
+
+/// Replay: writes each event's member, score and details, whatever the position says. Returns
+/// 1 for each event that changed the ranking (restored), 0 where it held it exactly.
 const RESTORE: &str = r#"
 local result = {}
-for i = 1, #ARGV, 4 do
-  local event_id, member, score, details = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+for i = 1, #ARGV, 3 do
+  local member, score, details = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local changed = redis.call('ZADD', KEYS[1], 'CH', score, member)
   if redis.call('HGET', KEYS[2], member) ~= details then
     redis.call('HSET', KEYS[2], member, details)
     changed = 1
   end
-  redis.call('HSET', KEYS[3], event_id, member)
   result[#result + 1] = changed
 end
 return result
 "#;
 
-/// Swaps a finished rebuild in. Events the relay applied to the live ranking while the rebuild
-/// ran are carried over first, so the swap loses nothing; members no event accounts for are
-/// dropped. RENAME replaces each live key in one step, so readers see the old ranking or the
-/// new one, never an empty or partial one.
+/// Swaps a finished rebuild in, if the live position is still ARGV[1] (the rebuild covers
+/// exactly the events the live ranking had applied); else returns -1 and the rebuild catches
+/// up first. RENAME replaces each live key in one step, so readers see the old ranking or the
+/// new one, never an empty or partial one. Returns the new ranking's size.
 const SWAP: &str = r#"
-local live = redis.call('HGETALL', KEYS[3])
-for i = 1, #live, 2 do
-  local event_id, member = live[i], live[i + 1]
-  if redis.call('HEXISTS', KEYS[6], event_id) == 0 then
-    local score = redis.call('ZSCORE', KEYS[1], member)
-    if score then
-      redis.call('ZADD', KEYS[4], score, member)
-      local details = redis.call('HGET', KEYS[2], member)
-      if details then redis.call('HSET', KEYS[5], member, details) end
-      redis.call('HSET', KEYS[6], event_id, member)
-    end
-  end
-end
-for i = 1, 3 do
-  if redis.call('EXISTS', KEYS[i + 3]) == 1 then
-    redis.call('RENAME', KEYS[i + 3], KEYS[i])
+local stored = redis.call('GET', KEYS[3]) or ''
+if stored ~= ARGV[1] then return -1 end
+for i = 1, 2 do
+  if redis.call('EXISTS', KEYS[i + 4]) == 1 then
+    redis.call('RENAME', KEYS[i + 4], KEYS[i])
   else
     redis.call('DEL', KEYS[i])
   end
 end
+redis.call('SET', KEYS[3], ARGV[2])
 return redis.call('ZCARD', KEYS[1])
 "#;
 
@@ -174,6 +279,15 @@ for i = 1, #entries, 2 do
 end
 return result
 "#;
+
+/// What the apply script did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyResult {
+    /// The batch is written and the position moved.
+    Applied,
+    /// Nothing written: the stored position was not the one the batch starts from.
+    PositionMoved(SinkPosition),
+}
 
 /// One ranked schedule as the read API and `top` show it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -200,11 +314,12 @@ pub struct Ranking {
 
 impl Ranking {
     pub fn new(keys: RankingKeys) -> Self {
+        let writer = |body: &str| Script::new(&format!("{CHECK_TYPES}{WRITE_EVENTS}{body}")).into();
         Self {
             keys,
-            apply: Script::new(APPLY).into(),
-            restore: Script::new(RESTORE).into(),
-            swap: Script::new(SWAP).into(),
+            apply: writer(APPLY),
+            restore: writer(RESTORE),
+            swap: writer(SWAP),
             read: Script::new(READ).into(),
         }
     }
@@ -213,22 +328,67 @@ impl Ranking {
         &self.keys.ranking
     }
 
-    /// Applies a batch in one round trip; `true` per event that was new, `false` per duplicate.
+    pub fn keys(&self) -> &RankingKeys {
+        &self.keys
+    }
+
+    /// The consumer's position as Redis holds it.
+    pub async fn position(
+        &self,
+        redis: &mut ConnectionManager,
+    ) -> redis::RedisResult<SinkPosition> {
+        let reply: Option<String> = redis::cmd("GET")
+            .arg(&self.keys.position)
+            .query_async(redis)
+            .await?;
+        Ok(SinkPosition::from_reply(reply))
+    }
+
+    /// Applies a batch and moves the position from `from` to `to` in one atomic step, if the
+    /// position still is `from`. One round trip, whatever the batch's size.
     pub async fn apply(
         &self,
         redis: &mut ConnectionManager,
+        from: &SinkPosition,
+        to: StoredPosition,
         events: &[&ConcertSoldOut],
-    ) -> redis::RedisResult<Vec<bool>> {
-        run_batch(&self.apply, &self.keys, redis, events).await
+    ) -> redis::RedisResult<ApplyResult> {
+        let mut invocation = self.apply.prepare_invoke();
+        for key in self.keys.all() {
+            invocation.key(key);
+        }
+        invocation.arg(from.expected()).arg(to.encode());
+        for arg in event_args(events) {
+            invocation.arg(arg);
+        }
+        let (applied, stored): (i64, String) = invocation.invoke_async(redis).await?;
+        Ok(if applied == 1 {
+            ApplyResult::Applied
+        } else {
+            ApplyResult::PositionMoved(SinkPosition::from_reply(
+                Some(stored).filter(|text| !text.is_empty()),
+            ))
+        })
     }
 
-    /// Writes a batch whatever was applied before; `true` per event that changed the ranking.
+    /// Writes a batch whatever the position; `true` per event that changed the ranking.
     pub async fn restore(
         &self,
         redis: &mut ConnectionManager,
         events: &[&ConcertSoldOut],
     ) -> redis::RedisResult<Vec<bool>> {
-        run_batch(&self.restore, &self.keys, redis, events).await
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.restore.prepare_invoke();
+        for key in self.keys.all() {
+            invocation.key(key);
+        }
+        for arg in event_args(events) {
+            invocation.arg(arg);
+        }
+        let flags: Vec<i64> = invocation.invoke_async(redis).await?;
+        Ok(flags.into_iter().map(|flag| flag == 1).collect())
     }
 
     /// `true` per event whose member, score or details differ from the ranking (dry run).
@@ -270,17 +430,23 @@ impl Ranking {
         Ok(rebuild)
     }
 
-    /// Atomically replaces this ranking with `rebuild`; returns the new ranking's size.
+    /// Replaces this ranking with `rebuild` and sets the position to `to` in one atomic step,
+    /// if the live position still is `live`. Returns the new size, or `None` if the live
+    /// position moved meanwhile.
     pub async fn swap_in(
         &self,
         redis: &mut ConnectionManager,
         rebuild: &Ranking,
-    ) -> redis::RedisResult<u64> {
+        live: &SinkPosition,
+        to: StoredPosition,
+    ) -> redis::RedisResult<Option<u64>> {
         let mut invocation = self.swap.prepare_invoke();
         for key in self.keys.all().into_iter().chain(rebuild.keys.all()) {
             invocation.key(key);
         }
-        invocation.invoke_async(redis).await
+        invocation.arg(live.expected()).arg(to.encode());
+        let size: i64 = invocation.invoke_async(redis).await?;
+        Ok(u64::try_from(size).ok())
     }
 
     /// Entries `offset..offset + limit`, fastest first.
@@ -326,26 +492,6 @@ impl Ranking {
     }
 }
 
-async fn run_batch(
-    script: &Script,
-    keys: &RankingKeys,
-    redis: &mut ConnectionManager,
-    events: &[&ConcertSoldOut],
-) -> redis::RedisResult<Vec<bool>> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut invocation = script.prepare_invoke();
-    for key in keys.all() {
-        invocation.key(key);
-    }
-    for arg in event_args(events) {
-        invocation.arg(arg);
-    }
-    let flags: Vec<i64> = invocation.invoke_async(redis).await?;
-    Ok(flags.into_iter().map(|flag| flag == 1).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,7 +500,7 @@ mod tests {
     fn helper_keys_share_the_ranking_keys_hash_slot() {
         let keys = RankingKeys::parse("concert:schedule:ranking").unwrap();
         assert_eq!(keys.details, "{concert:schedule:ranking}:details");
-        assert_eq!(keys.applied, "{concert:schedule:ranking}:applied");
+        assert_eq!(keys.position, "{concert:schedule:ranking}:position");
         assert_eq!(keys.rebuild().ranking, "{concert:schedule:ranking}:rebuild");
     }
 
@@ -362,5 +508,27 @@ mod tests {
     fn braces_in_the_ranking_key_are_refused() {
         assert!(RankingKeys::parse("a{b}").is_err());
         assert!(RankingKeys::parse("").is_err());
+    }
+}
+
+#[cfg(test)]
+mod position_tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_position_round_trips_and_belongs_to_its_log() {
+        let stored = StoredPosition {
+            log_id: Uuid::new_v4(),
+            position: LogPosition { tx_id: 812, seq: 4 },
+        };
+        let read = SinkPosition::from_reply(Some(stored.encode()));
+        assert_eq!(read, SinkPosition::Stored(stored));
+        assert_eq!(read.in_log(stored.log_id), Some(stored.position));
+        assert_eq!(read.in_log(Uuid::new_v4()), None, "another log's position");
+        assert_eq!(SinkPosition::from_reply(None).expected(), "");
+        assert!(matches!(
+            SinkPosition::from_reply(Some("garbage".into())),
+            SinkPosition::Unreadable(_)
+        ));
     }
 }

@@ -1,318 +1,311 @@
-//! The relay: claim a batch of outbox rows → apply them to the Redis ranking → ack them.
+//! The ranking consumer: read the log after the ranking's position → apply the batch to Redis
+//! and move the position there, in one script (SPEC §4–§5).
 //!
-//! An event is marked PROCESSED only after Redis accepted it. A crash between the two leaves
-//! the row PROCESSING until its lease expires; the next claim applies it again, and the
-//! ranking's applied-event record turns that second application into a counted no-op.
+//! The position that counts is the one in Redis, written by the script that applies the effect,
+//! and moved only from the position the batch starts from (compare-and-set). So a crash at any
+//! point leaves effect and position together: the next read starts where the effect ends, and
+//! nothing is applied twice. A stale instance's script finds the position moved and writes
+//! nothing. If Redis loses data (restarted empty, failed over to a lagging replica), its
+//! position is missing or behind Postgres's mirror: the consumer resumes from Redis's own
+//! position and re-applies what Redis lost, by itself.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rand::Rng;
 use redis::aio::ConnectionManager;
-use shared::events::{ConcertSoldOut, OutboxEvent};
-use sqlx::postgres::PgListener;
+use shared::events::ConcertSoldOut;
 use sqlx::PgPool;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::queue::{self, Claimed, Failure};
-use crate::ranking::{member, Ranking};
+use crate::consumers::{self, RANKING};
+use crate::log::{self, LogPosition, LogRow};
+use crate::ranking::{member, ApplyResult, Ranking, SinkPosition, StoredPosition};
 
-/// How the relay claims and retries.
+/// How the consumer reads and backs off.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
     pub batch_size: i64,
-    /// How long a claim is held before another worker may take the rows over.
-    pub lease: Duration,
-    pub max_attempts: i32,
-    /// First retry delay; doubles per attempt up to `retry_cap`.
+    /// First pause after a failure; doubles per consecutive failure up to `retry_cap`.
     pub retry_base: Duration,
     pub retry_cap: Duration,
 }
 
+/// The mirror in Postgres is moved at most this often while draining (and whenever the
+/// consumer catches up): it serves status and lag, not correctness.
+const MIRROR_EVERY: Duration = Duration::from_millis(250);
+
 /// What one [`Relay::relay_once`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
-    pub claimed: usize,
+    /// Rows read from the log.
+    pub read: usize,
+    /// `ConcertSoldOut` events written to the ranking.
     pub applied: usize,
-    /// Already applied before (redelivery): acked without a second effect.
-    pub duplicates: usize,
-    pub retried: usize,
+    /// Events recorded as dead letters (undecodable, unknown version).
     pub dead_lettered: usize,
+    /// Rows of other event types, which the ranking does not consume.
+    pub skipped: usize,
+    /// Committed rows exist that may not be read yet: an older transaction still runs.
+    pub held_back: bool,
+    /// The position in Redis was not where this consumer left it (another instance moved it, or
+    /// Redis lost it); the next step starts from Redis's position.
+    pub position_moved: bool,
+    /// This step started from a position behind Postgres's mirror (or none): Redis lost data,
+    /// and what it lost is being applied again.
+    pub resynced: bool,
+}
+
+impl Outcome {
+    /// Nothing more to read right now.
+    pub fn caught_up(&self, batch_size: usize) -> bool {
+        self.read < batch_size && !self.held_back && !self.position_moved
+    }
+}
+
+/// Why a step failed. Never the event's fault: those are dead letters, not errors.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("redis: {0}")]
+    Sink(#[from] redis::RedisError),
+    #[error("postgres: {0}")]
+    Log(#[from] sqlx::Error),
+    /// Redis is set up in a way that could lose the ranking unnoticed.
+    #[error("{0}")]
+    UnsafeSink(String),
 }
 
 pub struct Relay {
+    /// Reads the log; keeps the mirror and dead letters.
     pool: PgPool,
+    /// Where to reconnect to Redis: after a failover the old connection may point at a demoted
+    /// node, so failures get a fresh one.
+    redis_url: String,
     redis: ConnectionManager,
     ranking: Ranking,
     settings: RelaySettings,
-}
-
-/// A claimed row and what decoding its payload gave.
-struct Decoded {
-    row: Claimed,
-    event: Result<ConcertSoldOut, String>,
+    /// This log's identity, read once.
+    log_id: Option<Uuid>,
+    /// The position in Redis as this consumer last wrote or read it; `None`: read it again.
+    position: Option<SinkPosition>,
+    /// The position last written to the mirror, and when.
+    mirrored: (LogPosition, Instant),
 }
 
 impl Relay {
     pub fn new(
         pool: PgPool,
-        redis: ConnectionManager,
+        redis_url: &str,
         ranking: Ranking,
         settings: RelaySettings,
-    ) -> Self {
-        Self {
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
             pool,
-            redis,
+            redis_url: redis_url.to_owned(),
+            redis: crate::redis_conn::connect(redis_url)?,
             ranking,
             settings,
-        }
-    }
-
-    /// Claims one batch and carries every row in it to an end state for this attempt:
-    /// PROCESSED, PENDING with a retry time, or DEAD.
-    pub async fn relay_once(&self) -> anyhow::Result<Outcome> {
-        let token = Uuid::new_v4();
-        let rows = queue::claim(
-            &self.pool,
-            self.settings.batch_size,
-            self.settings.lease,
-            token,
-        )
-        .await?;
-        let applied = self.apply(rows).await;
-        let mut outcome = Outcome {
-            claimed: applied.claimed,
-            ..Outcome::default()
-        };
-
-        let acked = applied
-            .new
-            .iter()
-            .chain(&applied.duplicates)
-            .copied()
-            .collect::<Vec<_>>();
-        queue::ack(&self.pool, token, &acked).await?;
-        outcome.applied = applied.new.len();
-        outcome.duplicates = applied.duplicates.len();
-        metrics::counter!("relay_events_applied_total").increment(outcome.applied as u64);
-        metrics::counter!("relay_duplicates_suppressed_total").increment(outcome.duplicates as u64);
-
-        let dead = queue::fail(
-            &self.pool,
-            token,
-            &applied.failures,
-            self.settings.max_attempts,
-        )
-        .await?;
-        outcome.dead_lettered = dead.len();
-        outcome.retried = applied.failures.len() - dead.len();
-        for failure in &applied.failures {
-            if dead.contains(&failure.event_id) {
-                tracing::error!(event_id = %failure.event_id, error = %failure.error, "event dead-lettered");
-            } else {
-                tracing::warn!(
-                    event_id = %failure.event_id, error = %failure.error,
-                    retry_in_ms = failure.retry_in.as_millis() as u64, "event will be retried"
-                );
-            }
-        }
-        metrics::counter!("relay_events_retried_total").increment(outcome.retried as u64);
-        metrics::counter!("relay_events_dead_lettered_total")
-            .increment(outcome.dead_lettered as u64);
-        Ok(outcome)
-    }
-
-    /// Applies claimed rows to Redis, one round trip for the batch. Nothing is acked here.
-    async fn apply(&self, rows: Vec<Claimed>) -> Applied {
-        let claimed = rows.len();
-        let decoded: Vec<Decoded> = rows.into_iter().map(decode).collect();
-        let mut failures = Vec::new();
-        let mut events = Vec::new();
-        for item in &decoded {
-            match &item.event {
-                Ok(event) => events.push((&item.row, event)),
-                Err(error) => failures.push(self.failure(&item.row, error.clone())),
-            }
-        }
-        let (mut new, mut duplicates) = (Vec::new(), Vec::new());
-        let batch: Vec<&ConcertSoldOut> = events.iter().map(|(_, event)| *event).collect();
-        let mut redis = self.redis.clone();
-        match self.ranking.apply(&mut redis, &batch).await {
-            Ok(flags) => {
-                for ((row, event), was_new) in events.iter().zip(flags) {
-                    if was_new {
-                        log_applied(row, event);
-                        new.push(row.event_id);
-                    } else {
-                        tracing::info!(event_id = %row.event_id, member = %member(event), "duplicate suppressed");
-                        duplicates.push(row.event_id);
-                    }
-                }
-            }
-            Err(error) => {
-                let error = format!("redis: {error}");
-                failures.extend(
-                    events
-                        .iter()
-                        .map(|(row, _)| self.failure(row, error.clone())),
-                );
-            }
-        }
-        Applied {
-            claimed,
-            new,
-            duplicates,
-            failures,
-        }
-    }
-
-    fn failure(&self, row: &Claimed, error: String) -> Failure {
-        Failure {
-            event_id: row.event_id,
-            retry_in: backoff(
-                row.attempts,
-                self.settings.retry_base,
-                self.settings.retry_cap,
-            ),
-            error,
-        }
+            log_id: None,
+            position: None,
+            mirrored: (LogPosition::START, Instant::now()),
+        })
     }
 
     pub fn batch_size(&self) -> usize {
         self.settings.batch_size as usize
     }
-}
 
-struct Applied {
-    claimed: usize,
-    new: Vec<Uuid>,
-    duplicates: Vec<Uuid>,
-    failures: Vec<Failure>,
-}
+    pub fn settings(&self) -> &RelaySettings {
+        &self.settings
+    }
 
-/// Decodes a row's payload. Failing is not final: a newer worker may understand a newer
-/// version, so an undecodable event is retried like any failure and dead-lettered at the end.
-fn decode(row: Claimed) -> Decoded {
-    let event = if row.event_type != ConcertSoldOut::EVENT_TYPE
-        || row.event_version != ConcertSoldOut::EVENT_VERSION
-    {
-        Err(format!(
-            "unsupported event {} v{}",
-            row.event_type, row.event_version
-        ))
-    } else {
-        // The error names the offending field's path, e.g. `event_id: UUID parsing failed`.
-        serde_path_to_error::deserialize::<_, ConcertSoldOut>(row.payload.clone())
-            .map_err(|error| format!("undecodable payload: {error}"))
-            .and_then(|event| {
-                if event.event_id == row.event_id {
-                    Ok(event)
-                } else {
-                    Err(format!(
-                        "payload event_id {} differs from the row's",
-                        event.event_id
-                    ))
+    /// The position this consumer works from, if it knows it.
+    pub fn position(&self) -> Option<&SinkPosition> {
+        self.position.as_ref()
+    }
+
+    /// Forgets the cached position, so the next step reads it from Redis: after taking the
+    /// consumer over from another instance, or after a failure.
+    pub fn forget_position(&mut self) {
+        self.position = None;
+    }
+
+    /// A fresh Redis connection.
+    pub fn reconnect(&mut self) {
+        match crate::redis_conn::connect(&self.redis_url) {
+            Ok(redis) => self.redis = redis,
+            Err(error) => tracing::warn!(%error, "cannot reconnect to Redis"),
+        }
+    }
+
+    /// Reads one batch after the position and applies it with the position's move, or records
+    /// that the position moved under it. Nothing of an event is ever written twice in effect.
+    pub async fn relay_once(&mut self) -> Result<Outcome, RelayError> {
+        let log_id = match self.log_id {
+            Some(id) => id,
+            None => *self.log_id.insert(log::log_id(&self.pool).await?),
+        };
+        let mut outcome = Outcome::default();
+        let from = match self.position.clone() {
+            Some(position) => position,
+            None => {
+                let (position, resynced) = self.resume(log_id).await?;
+                outcome.resynced = resynced;
+                self.position.insert(position).clone()
+            }
+        };
+        let start = from.in_log(log_id).unwrap_or(LogPosition::START);
+        let rows = log::read_after(&self.pool, start, self.settings.batch_size).await?;
+        outcome.read = rows.len();
+        if rows.len() < self.batch_size() {
+            outcome.held_back = self.note_held_back().await?;
+        }
+        let Some(last) = rows.last().map(LogRow::position) else {
+            // Idle: check Redis still holds this position, so a Redis that lost data is healed
+            // without waiting for the next event.
+            let stored = self.ranking.position(&mut self.redis).await?;
+            if stored != from {
+                self.position = None;
+                outcome.position_moved = true;
+            }
+            self.mirror(start, true).await?;
+            return Ok(outcome);
+        };
+
+        let (events, letters) = decode(&rows, &mut outcome);
+        // Recorded before the position moves past them: a crash in between meets them again.
+        consumers::dead_letter(&self.pool, RANKING, &letters).await?;
+        let to = StoredPosition {
+            log_id,
+            position: last,
+        };
+        let batch: Vec<&ConcertSoldOut> = events.iter().map(|(_, event)| event).collect();
+        match self
+            .ranking
+            .apply(&mut self.redis, &from, to, &batch)
+            .await?
+        {
+            ApplyResult::Applied => {
+                self.position = Some(SinkPosition::Stored(to));
+                outcome.applied = events.len();
+                outcome.dead_lettered = letters.len();
+                for (row, event) in &events {
+                    log_applied(row, event);
                 }
-            })
-    };
-    Decoded { row, event }
+                for (event_id, error) in &letters {
+                    tracing::error!(%event_id, %error, consumer = RANKING, "event dead-lettered");
+                }
+                metrics::counter!("consumer_events_applied_total", "consumer" => RANKING)
+                    .increment(outcome.applied as u64);
+                metrics::counter!("consumer_events_dead_lettered_total", "consumer" => RANKING)
+                    .increment(outcome.dead_lettered as u64);
+                self.mirror(last, rows.len() < self.batch_size()).await?;
+            }
+            ApplyResult::PositionMoved(stored) => {
+                tracing::info!(expected = %from, found = %stored, "the ranking's position moved; reading it again");
+                self.position = None;
+                outcome.position_moved = true;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Where to resume: Redis's own position. If it is missing, foreign or behind Postgres's
+    /// mirror, Redis lost data; say so once, count it, and re-apply from there. Returns the
+    /// position and whether it was such a resync.
+    async fn resume(&mut self, log_id: Uuid) -> Result<(SinkPosition, bool), RelayError> {
+        let policy = crate::redis_conn::eviction_policy(&mut self.redis).await?;
+        if let Err(refused) = crate::redis_conn::refuse_evicting_policy(policy.as_deref()) {
+            return Err(RelayError::UnsafeSink(refused.to_string()));
+        }
+        let stored = self.ranking.position(&mut self.redis).await?;
+        let mirror = consumers::get(&self.pool, RANKING).await?.position();
+        let behind = match stored.in_log(log_id) {
+            Some(position) => position < mirror,
+            None => mirror > LogPosition::START || log_has_rows(&self.pool).await?,
+        };
+        if behind {
+            tracing::warn!(
+                consumer = RANKING,
+                redis_position = %stored,
+                mirror_position = %mirror,
+                "the ranking in Redis is behind the log (Redis lost data); re-applying from Redis's position"
+            );
+            metrics::counter!("consumer_resyncs_total", "consumer" => RANKING).increment(1);
+        } else {
+            tracing::info!(consumer = RANKING, position = %stored, "resuming from the ranking's position");
+        }
+        Ok((stored, behind))
+    }
+
+    /// Moves the mirror to `position` if it is due (or `now`).
+    async fn mirror(&mut self, position: LogPosition, now: bool) -> Result<(), RelayError> {
+        let (mirrored, at) = self.mirrored;
+        if position > mirrored && (now || at.elapsed() >= MIRROR_EVERY) {
+            consumers::advance_mirror(&self.pool, RANKING, position).await?;
+            self.mirrored = (position, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Whether committed rows wait behind an older open transaction; sets the gauge.
+    async fn note_held_back(&self) -> Result<bool, RelayError> {
+        let held_for = log::held_back_for(&self.pool).await?;
+        metrics::gauge!("outbox_head_held_back_seconds").set(held_for.unwrap_or(0.0));
+        Ok(held_for.is_some())
+    }
 }
 
-fn log_applied(row: &Claimed, event: &ConcertSoldOut) {
+async fn log_has_rows(pool: &PgPool) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM outbox)")
+        .fetch_one(pool)
+        .await
+}
+
+/// A dead letter: the event and why the consumer cannot handle it.
+type Letter = (Uuid, String);
+
+/// Splits rows into the events the ranking applies and the dead letters; rows of other types
+/// are skipped.
+fn decode<'r>(
+    rows: &'r [LogRow],
+    outcome: &mut Outcome,
+) -> (Vec<(&'r LogRow, ConcertSoldOut)>, Vec<Letter>) {
+    let (mut events, mut letters) = (Vec::with_capacity(rows.len()), Vec::new());
+    for row in rows {
+        if !row.is_sold_out() {
+            outcome.skipped += 1;
+            continue;
+        }
+        match row.decode_sold_out() {
+            Ok(event) => events.push((row, event)),
+            Err(error) => letters.push((row.event_id, error)),
+        }
+    }
+    (events, letters)
+}
+
+fn log_applied(row: &LogRow, event: &ConcertSoldOut) {
     let lag = (Utc::now() - row.created_at).to_std().unwrap_or_default();
-    metrics::histogram!("relay_commit_to_applied_seconds").record(lag.as_secs_f64());
+    metrics::histogram!("consumer_commit_to_applied_seconds", "consumer" => RANKING)
+        .record(lag.as_secs_f64());
     tracing::info!(
         event_id = %row.event_id,
         member = %member(event),
         score = event.sold_out_seconds(),
-        attempt = row.attempts,
+        position = %row.position(),
         lag_ms = (lag.as_secs_f64() * 10_000.0).round() / 10.0,
         "event applied"
     );
 }
 
-/// Capped exponential backoff with jitter: attempt n waits between half and all of
+/// Capped exponential backoff with jitter: failure n waits between half and all of
 /// `min(cap, base · 2^(n-1))`, so retries of one outage spread out instead of arriving together.
-pub fn backoff(attempt: i32, base: Duration, cap: Duration) -> Duration {
-    let exponent = attempt.saturating_sub(1).clamp(0, 30) as u32;
+pub fn backoff(failures: u32, base: Duration, cap: Duration) -> Duration {
+    let exponent = failures.saturating_sub(1).min(30);
     let ceiling = base.saturating_mul(2u32.saturating_pow(exponent)).min(cap);
     let half = ceiling / 2;
     half + half.mul_f64(rand::thread_rng().gen::<f64>())
-}
-
-/// Runs the relay until `shutdown`: a batch, then the next one at once if the batch was full,
-/// else wait for a notification or the poll interval. A batch in hand is always finished.
-pub async fn run(
-    relay: Relay,
-    wake: Arc<Notify>,
-    poll_interval: Duration,
-    shutdown: CancellationToken,
-) {
-    tracing::info!(
-        batch_size = relay.batch_size(),
-        poll_interval_ms = poll_interval.as_millis() as u64,
-        "relay started"
-    );
-    while !shutdown.is_cancelled() {
-        match relay.relay_once().await {
-            Ok(outcome) if outcome.claimed == relay.batch_size() => continue,
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(error = %error, "relay step failed; retrying after the poll interval")
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(poll_interval) => {}
-        }
-    }
-    tracing::info!("relay stopped");
-}
-
-/// Wakes the relay on every outbox notification. `Notify` keeps at most one pending wake-up,
-/// so a burst of notifications becomes one claim. After a lost connection it reconnects and
-/// wakes the relay once, since notifications sent meanwhile are gone (the poll would also
-/// catch them).
-pub async fn listen_for_wakeups(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
-    const RECONNECT_DELAY: Duration = Duration::from_secs(1);
-    while !shutdown.is_cancelled() {
-        let listener = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(shared::outbox::NOTIFY_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let mut listener = match listener.await {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::warn!(%error, "cannot LISTEN for outbox notifications; polling meanwhile");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(RECONNECT_DELAY) => continue,
-                }
-            }
-        };
-        wake.notify_one();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                notification = listener.try_recv() => match notification {
-                    Ok(Some(_)) => wake.notify_one(),
-                    Ok(None) => {
-                        tracing::warn!("LISTEN connection lost; reconnecting");
-                        break;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "LISTEN failed; reconnecting");
-                        break;
-                    }
-                },
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The `run` command as an application: relay, wake-up listener and HTTP API, stopped together.
+//! The `run` command as an application: the ranking consumer (active or standing by), its
+//! wake-up listener and the HTTP API, stopped together.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,9 +11,17 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::consumer::{self, ConsumerRun};
+use crate::consumers::RANKING;
+use crate::health::ConsumerHealth;
 use crate::http::{self, HttpState};
+use crate::leadership::Leadership;
 use crate::ranking::{Ranking, RankingKeys};
-use crate::relay::{self, Relay, RelaySettings};
+use crate::relay::{Relay, RelaySettings};
+
+/// Pooled connections the worker needs at least: one for the consumer's reads and writes, one
+/// for the HTTP API's. The advisory lock and LISTEN have connections of their own.
+pub const MIN_POOL_CONNECTIONS: u32 = 2;
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -25,11 +34,14 @@ pub struct WorkerSettings {
 }
 
 pub struct Worker {
+    /// The HTTP API's socket, bound at build so tests can ask for port 0 and read the port.
     listener: TcpListener,
     router: axum::Router,
     relay: Relay,
-    pool: sqlx::PgPool,
-    poll_interval: Duration,
+    /// What the consumer loop needs beside the relay.
+    consumer: ConsumerRun,
+    /// Where the wake-up listener connects (its own connection, outside the pool).
+    database: PgConnectOptions,
 }
 
 impl Worker {
@@ -37,24 +49,50 @@ impl Worker {
         settings: WorkerSettings,
         database: PgConnectOptions,
     ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            settings.max_connections >= MIN_POOL_CONNECTIONS,
+            "DATABASE_MAX_CONNECTIONS must be at least {MIN_POOL_CONNECTIONS} for ranking-worker run \
+             (one for the consumer, one for the HTTP API), got {}",
+            settings.max_connections
+        );
         // Named, so operators (and the crash tests) can tell its sessions in pg_stat_activity.
         let database = database.application_name("ranking-worker");
-        let pool = shared::db::pool_options(settings.max_connections).connect_lazy_with(database);
-        let redis = crate::redis_conn::connect(&settings.redis_url)?;
+        let pool =
+            shared::db::pool_options(settings.max_connections).connect_lazy_with(database.clone());
+        let mut redis = crate::redis_conn::connect(&settings.redis_url)?;
+        // Refused at start when Redis answers; a Redis that is down is checked when it is back.
+        match tokio::time::timeout(
+            Duration::from_secs(3),
+            crate::redis_conn::eviction_policy(&mut redis),
+        )
+        .await
+        {
+            Ok(Ok(policy)) => crate::redis_conn::refuse_evicting_policy(policy.as_deref())?,
+            _ => tracing::warn!("cannot reach Redis at start; the consumer waits for it"),
+        }
         let ranking = Ranking::new(settings.ranking_keys);
+        let health = ConsumerHealth::new(RANKING);
         let state = HttpState {
             pool: pool.clone(),
             redis: redis.clone(),
             ranking: ranking.clone(),
             metrics: shared::metrics::prometheus_handle(),
+            consumers: vec![health.clone()],
         };
         let listener = TcpListener::bind(settings.http_addr).await?;
         Ok(Self {
             listener,
             router: http::router(state),
-            relay: Relay::new(pool.clone(), redis, ranking, settings.relay),
-            pool,
-            poll_interval: settings.poll_interval,
+            relay: Relay::new(pool.clone(), &settings.redis_url, ranking, settings.relay)?,
+            consumer: ConsumerRun {
+                pool,
+                leadership: Leadership::new(database.clone(), RANKING),
+                health,
+                instance: instance_name(),
+                wake: Arc::new(Notify::new()),
+                poll_interval: settings.poll_interval,
+            },
+            database,
         })
     }
 
@@ -65,29 +103,32 @@ impl Worker {
             .unwrap_or(0)
     }
 
-    /// Runs until `shutdown`: the relay finishes the batch in hand, HTTP drains, then it returns.
+    /// Runs until `shutdown`: the consumer finishes the batch in hand, HTTP drains, then it
+    /// returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = ?self.listener.local_addr()?, "ranking-worker listening");
         let tasks = TaskTracker::new();
-        let wake = Arc::new(Notify::new());
-        tasks.spawn(relay::listen_for_wakeups(
-            self.pool.clone(),
-            wake.clone(),
+        tasks.spawn(crate::wakeup::listen_for_wakeups(
+            self.database,
+            self.consumer.wake.clone(),
             shutdown.clone(),
         ));
-        tasks.spawn(relay::run(
-            self.relay,
-            wake,
-            self.poll_interval,
-            shutdown.clone(),
-        ));
+        tasks.spawn(consumer::run(self.relay, self.consumer, shutdown.clone()));
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let served = server.await;
-        // The server also returns early if it fails; stop the relay with it.
+        // The server also returns early if it fails; stop the consumer with it.
         shutdown.cancel();
         tasks.close();
         tasks.wait().await;
         Ok(served?)
     }
+}
+
+/// This process as `status` names the active instance: host and process id.
+fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "unknown-host".to_owned());
+    format!("{host}:{}", std::process::id())
 }

@@ -1,10 +1,9 @@
-//! Drain and replay (figure 4) and scale (figure 5): how fast pending events reach Redis, beside
-//! the bare claim-and-ack SQL that bounds any relay built on this table.
+//! Drain and replay (figure 4) and scale (figure 5): how fast new events reach Redis, beside
+//! the bare read of the log that bounds any consumer of it.
 
 use std::time::{Duration, Instant};
 
-use ranking_worker::queue;
-use uuid::Uuid;
+use ranking_worker::log::{self, LogPosition};
 
 use super::report::Report;
 use super::setup::{ranking_key, Database, Env, Memory};
@@ -20,23 +19,15 @@ pub async fn drain(
     events: i64,
 ) -> anyhow::Result<Vec<(String, Memory)>> {
     let mut memory = Vec::new();
-    for workers in [1u16, 2] {
-        let bare = bare_claim_and_ack(env, events, 0, workers).await?;
-        let (rate, peak) = workers_drain(env, events, 0, workers, &[]).await?;
-        report.compare(
-            &format!(
-                "drain {events} events, {workers} worker{}",
-                if workers == 1 { "" } else { "s" }
-            ),
-            (rate, "events/s"),
-            &format!(
-                "bare claim+ack SQL, {workers} loop{}",
-                if workers == 1 { "" } else { "s" }
-            ),
-            (bare, "events/s"),
-        );
-        memory.push((format!("ranking-worker draining, {workers} of them"), peak));
-    }
+    let bare = bare_read(env, events, 0).await?;
+    let (rate, peak) = workers_drain(env, events, 0, 1, &[]).await?;
+    report.compare(
+        &format!("drain {events} events, 1 worker"),
+        (rate, "events/s"),
+        "bare log read SQL, 1 loop",
+        (bare, "events/s"),
+    );
+    memory.push(("ranking-worker draining".to_owned(), peak));
     let graphile = graphile_worker(env, events).await?;
     let (rate, _) = workers_drain(env, events, 0, 1, &[]).await?;
     report.compare(
@@ -46,26 +37,26 @@ pub async fn drain(
         (graphile, "jobs/s"),
     );
     // Larger batches: fewer statements per event, but each Redis script runs longer.
-    let bare = bare_claim_and_ack(env, events, 0, 1).await?;
+    let bare = bare_read(env, events, 0).await?;
     let (rate, _) = workers_drain(env, events, 0, 1, &[("BATCH_SIZE", "1000")]).await?;
     report.compare(
         &format!("drain {events} events, 1 worker, BATCH_SIZE=1000"),
         (rate, "events/s"),
-        "bare claim+ack SQL (batches of 200), 1 loop",
+        &format!("bare log read SQL (batches of {BATCH}), 1 loop"),
         (bare, "events/s"),
     );
     let rebuild = rebuild(env, events).await?;
-    let bare = bare_claim_and_ack(env, events, 0, 1).await?;
+    let bare = bare_read(env, events, 0).await?;
     report.compare(
         &format!("replay --rebuild of {events} events"),
         (rebuild, "events/s"),
-        "bare claim+ack SQL, 1 loop",
+        "bare log read SQL, 1 loop",
         (bare, "events/s"),
     );
     Ok(memory)
 }
 
-/// Figure 5: the same drain with `retained` processed rows kept in the table, vs none.
+/// Figure 5: the same drain with `retained` older rows kept in the log, vs none.
 pub async fn scale(
     env: &Env,
     report: &mut Report,
@@ -75,29 +66,36 @@ pub async fn scale(
     let (empty_rate, _) = workers_drain(env, events, 0, 1, &[]).await?;
     let (retained_rate, _) = workers_drain(env, events, retained, 1, &[]).await?;
     report.compare(
-        &format!("drain {events} events with {retained} processed rows retained"),
+        &format!("drain {events} events with {retained} older rows retained"),
         (retained_rate, "events/s"),
         "none retained",
         (empty_rate, "events/s"),
     );
-    let empty_claim = claim_cost(env, events, 0).await?;
-    let retained_claim = claim_cost(env, events, retained).await?;
+    let empty_read = read_cost(env, events, 0).await?;
+    let retained_read = read_cost(env, events, retained).await?;
     report.compare(
-        &format!("claim of {BATCH} with {retained} processed rows retained"),
-        (retained_claim, "ms"),
+        &format!("read of {BATCH} with {retained} older rows retained"),
+        (retained_read, "ms"),
         "none retained",
-        (empty_claim, "ms"),
+        (empty_read, "ms"),
     );
     Ok(())
 }
 
-/// A database with `retained` processed rows and then `events` pending ones.
-async fn prepared(env: &Env, name: &str, events: i64, retained: i64) -> anyhow::Result<Database> {
+/// A database with `retained` rows the ranking `key` has passed, then `events` new ones.
+async fn prepared(
+    env: &Env,
+    name: &str,
+    events: i64,
+    retained: i64,
+    key: &str,
+) -> anyhow::Result<Database> {
     let database = env.fresh_database(name).await?;
     if retained > 0 {
-        database.fill(1, retained, true).await?;
+        database.fill(1, retained).await?;
+        database.mark_passed(&env.redis_url, key).await?;
     }
-    database.fill(retained + 1, events, false).await?;
+    database.fill(retained + 1, events).await?;
     Ok(database)
 }
 
@@ -110,8 +108,8 @@ async fn workers_drain(
     workers: u16,
     settings: &[(&str, &str)],
 ) -> anyhow::Result<(f64, Memory)> {
-    let database = prepared(env, "bench_drain", events, retained).await?;
     let key = ranking_key("drain");
+    let database = prepared(env, "bench_drain", events, retained, &key).await?;
     let started = Instant::now();
     let mut services = Vec::new();
     for n in 0..workers {
@@ -133,73 +131,57 @@ async fn workers_drain(
     Ok((events as f64 / took.as_secs_f64(), peak))
 }
 
-/// Events/s for the relay's own claim and ack statements in `loops` concurrent loops, without
-/// Redis: the ceiling the database sets for any relay over this table.
-async fn bare_claim_and_ack(
-    env: &Env,
-    events: i64,
-    retained: i64,
-    loops: u16,
-) -> anyhow::Result<f64> {
-    let database = prepared(env, "bench_bare", events, retained).await?;
+/// Events/s for the consumer's own read statement in one loop, without Redis: the ceiling the
+/// database sets for any consumer of this log.
+async fn bare_read(env: &Env, events: i64, retained: i64) -> anyhow::Result<f64> {
+    let database = prepared(env, "bench_bare", events, retained, &ranking_key("bare")).await?;
     let started = Instant::now();
-    let runs = (0..loops).map(|_| {
-        let pool = database.pool.clone();
-        tokio::spawn(async move {
-            loop {
-                let token = Uuid::new_v4();
-                let claimed = queue::claim(&pool, BATCH, Duration::from_secs(10), token).await?;
-                if claimed.is_empty() {
-                    return anyhow::Ok(());
-                }
-                let ids: Vec<Uuid> = claimed.iter().map(|row| row.event_id).collect();
-                queue::ack(&pool, token, &ids).await?;
-            }
-        })
-    });
-    for run in futures::future::join_all(runs).await {
-        run??;
+    let (mut position, mut read) = (LogPosition::START, 0);
+    loop {
+        let rows = log::read_after(&database.pool, position, BATCH).await?;
+        let Some(last) = rows.last() else { break };
+        position = last.position();
+        read += rows.len() as i64;
     }
     let took = started.elapsed();
-    anyhow::ensure!(
-        database.unfinished().await? == 0,
-        "the bare loop left rows behind"
-    );
+    anyhow::ensure!(read == events + retained, "the bare loop read {read} rows");
     database.drop_now().await?;
     Ok(events as f64 / took.as_secs_f64())
 }
 
-/// Mean milliseconds per claim statement of `BATCH` rows while draining `events`.
-async fn claim_cost(env: &Env, events: i64, retained: i64) -> anyhow::Result<f64> {
-    let database = prepared(env, "bench_claim", events, retained).await?;
-    let (mut claims, mut claiming) = (0u32, Duration::ZERO);
+/// Mean milliseconds per read of `BATCH` rows after the retained ones, while reading `events`.
+async fn read_cost(env: &Env, events: i64, retained: i64) -> anyhow::Result<f64> {
+    let key = ranking_key("read");
+    let database = prepared(env, "bench_read", events, retained, &key).await?;
+    let mirror = ranking_worker::consumers::get(&database.pool, ranking_worker::consumers::RANKING)
+        .await?
+        .position();
+    let (mut position, mut reads, mut reading) = (mirror, 0u32, Duration::ZERO);
     loop {
-        let token = Uuid::new_v4();
         let started = Instant::now();
-        let claimed = queue::claim(&database.pool, BATCH, Duration::from_secs(10), token).await?;
-        claiming += started.elapsed();
-        if claimed.is_empty() {
-            break;
-        }
-        claims += 1;
-        let ids: Vec<Uuid> = claimed.iter().map(|row| row.event_id).collect();
-        queue::ack(&database.pool, token, &ids).await?;
+        let rows = log::read_after(&database.pool, position, BATCH).await?;
+        reading += started.elapsed();
+        let Some(last) = rows.last() else { break };
+        position = last.position();
+        reads += 1;
     }
     database.drop_now().await?;
-    Ok(claiming.as_secs_f64() * 1000.0 / f64::from(claims.max(1)))
+    Ok(reading.as_secs_f64() * 1000.0 / f64::from(reads.max(1)))
 }
 
 /// Events/s for `ranking-worker replay --rebuild` over `events` processed events.
 async fn rebuild(env: &Env, events: i64) -> anyhow::Result<f64> {
+    let key = ranking_key("rebuild");
     let database = env.fresh_database("bench_rebuild").await?;
-    database.fill(1, events, true).await?;
+    database.fill(1, events).await?;
+    database.mark_passed(&env.redis_url, &key).await?;
     let started = Instant::now();
     let output = std::process::Command::new(env.bin_dir.join("ranking-worker"))
         .args(["replay", "--rebuild"])
         .env_clear()
         .env("DATABASE_URL", &database.url)
         .env("REDIS_URL", &env.redis_url)
-        .env("RANKING_KEY", ranking_key("rebuild"))
+        .env("RANKING_KEY", &key)
         .output()?;
     let took = started.elapsed();
     anyhow::ensure!(

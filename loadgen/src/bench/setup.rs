@@ -6,6 +6,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use ranking_worker::consumers;
+use ranking_worker::log::{self, LogPosition};
+use ranking_worker::ranking::{Ranking, RankingKeys, SinkPosition, StoredPosition};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
 use uuid::Uuid;
@@ -116,26 +119,22 @@ impl Database {
     }
 
     /// Inserts `count` ConcertSoldOut rows for schedules `first..first + count` in one
-    /// statement, PENDING or already PROCESSED, with payloads exactly as payment-svc writes them.
-    pub async fn fill(&self, first: i64, count: i64, processed: bool) -> anyhow::Result<()> {
+    /// statement, with payloads exactly as payment-svc writes them.
+    pub async fn fill(&self, first: i64, count: i64) -> anyhow::Result<()> {
         sqlx::query(
-            "INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, payload,
-                                 status, processed_at)
+            "INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, payload)
              SELECT id, 'ConcertSoldOut', 1, s, jsonb_build_object(
                         'event_id', id, 'concert_id', s, 'schedule_id', s,
                         'concert_title', 'Bench concert ' || s, 'seat_count', 100,
                         'sale_started_at', '2026-01-01T00:00:00Z',
                         'sold_out_at', to_char((timestamptz '2026-01-01T00:00:00Z'
                             + s * interval '1 millisecond') AT TIME ZONE 'UTC',
-                            'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')),
-                    CASE WHEN $3 THEN 'PROCESSED' ELSE 'PENDING' END,
-                    CASE WHEN $3 THEN now() END
+                            'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))
              FROM (SELECT gen_random_uuid() AS id, s
                    FROM generate_series($1::bigint, $1 + $2 - 1) AS s) AS rows",
         )
         .bind(first)
         .bind(count)
-        .bind(processed)
         .execute(&self.pool)
         .await?;
         sqlx::query("VACUUM ANALYZE outbox")
@@ -144,13 +143,38 @@ impl Database {
         Ok(())
     }
 
-    /// Rows not yet PROCESSED nor DEAD.
-    pub async fn unfinished(&self) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT count(*) FROM outbox WHERE status IN ('PENDING', 'PROCESSING')",
+    /// Records every row so far as passed by the ranking `key`, in Redis and in the mirror, as
+    /// if a worker had applied them: they stay in the log as history (retained rows).
+    pub async fn mark_passed(&self, redis_url: &str, key: &str) -> anyhow::Result<()> {
+        let last: LogPosition = sqlx::query_as::<_, (i64, i64)>(
+            "SELECT tx_id::text::bigint, seq FROM outbox ORDER BY tx_id DESC, seq DESC LIMIT 1",
         )
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_optional(&self.pool)
+        .await?
+        .map_or(LogPosition::START, |(tx_id, seq)| LogPosition {
+            tx_id,
+            seq,
+        });
+        let ranking = Ranking::new(RankingKeys::parse(key).map_err(anyhow::Error::msg)?);
+        let mut redis = ranking_worker::redis_conn::connect(redis_url)?;
+        let to = StoredPosition {
+            log_id: log::log_id(&self.pool).await?,
+            position: last,
+        };
+        // The apply script with no events: moves a missing position to `to`.
+        ranking
+            .apply(&mut redis, &SinkPosition::Missing, to, &[])
+            .await?;
+        consumers::advance_mirror(&self.pool, consumers::RANKING, last).await?;
+        Ok(())
+    }
+
+    /// Rows the ranking consumer has not passed yet, by Postgres's mirror of its position.
+    pub async fn unfinished(&self) -> anyhow::Result<i64> {
+        let mirror = consumers::get(&self.pool, consumers::RANKING)
+            .await?
+            .position();
+        Ok(log::lag(&self.pool, mirror).await?.events)
     }
 
     /// Waits until every row is processed; how long that took from `since`.

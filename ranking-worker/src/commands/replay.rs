@@ -1,4 +1,7 @@
-//! `replay`: re-apply processed ConcertSoldOut events to the ranking, and `replay --rebuild`.
+//! `replay`: re-apply ConcertSoldOut events the ranking has passed, and `replay --rebuild`.
+//!
+//! Both read the log up to the ranking's position (Redis's, or Postgres's mirror when Redis has
+//! none): what lies beyond is the consumer's to apply.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use redis::aio::ConnectionManager;
@@ -6,15 +9,18 @@ use serde::Serialize;
 use shared::events::ConcertSoldOut;
 use sqlx::PgPool;
 
-use crate::queue::{self, ReplayFilter};
-use crate::ranking::Ranking;
+use uuid::Uuid;
+
+use crate::consumers;
+use crate::log::{self, LogPosition, ReplayFilter};
+use crate::ranking::{Ranking, SinkPosition, StoredPosition};
 
 /// Events read from Postgres and written to Redis per round trip.
 const PAGE: i64 = 1_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ReplayReport {
-    /// Processed events the filter matched.
+    /// Events the filter matched.
     pub matched: u64,
     /// Events whose member, score or details were missing or different, now restored
     /// (with --dry-run: that would be restored).
@@ -28,10 +34,11 @@ pub struct ReplayReport {
     pub ranking_size: Option<u64>,
 }
 
-/// Walks the matching processed events a page at a time, handing each page to `apply`.
+/// Walks the matching events in `(after, upto]` a page at a time, handing each page to `apply`.
 async fn for_each_page<F>(
     pool: &PgPool,
     filter: &ReplayFilter,
+    (after, upto): (LogPosition, LogPosition),
     progress: &ProgressBar,
     mut apply: F,
 ) -> anyhow::Result<ReplayReport>
@@ -39,20 +46,20 @@ where
     F: AsyncFnMut(&[&ConcertSoldOut]) -> anyhow::Result<Vec<bool>>,
 {
     let mut report = ReplayReport::default();
-    let mut after = None;
+    let mut after = after;
     loop {
-        let rows = queue::processed_sold_out(pool, filter, after, PAGE).await?;
-        let Some((created_at, event_id, _)) = rows.last() else {
+        let rows = log::sold_out_between(pool, filter, after, upto, PAGE).await?;
+        let Some(last) = rows.last() else {
             break;
         };
-        after = Some((*created_at, *event_id));
+        after = last.position();
         report.matched += rows.len() as u64;
         let events: Vec<ConcertSoldOut> = rows
             .iter()
-            .filter_map(|(_, event_id, payload)| match serde_json::from_value(payload.clone()) {
+            .filter_map(|row| match row.decode_sold_out() {
                 Ok(event) => Some(event),
                 Err(error) => {
-                    tracing::warn!(%event_id, %error, "skipping an undecodable processed event");
+                    tracing::warn!(event_id = %row.event_id, %error, "skipping an undecodable event");
                     None
                 }
             })
@@ -64,8 +71,23 @@ where
         report.unchanged += changed.len() as u64 - restored;
         progress.inc(rows.len() as u64);
     }
-    progress.finish_and_clear();
     Ok(report)
+}
+
+/// How far the ranking has read the log: Redis's position, or the mirror when Redis has none
+/// of this log's.
+async fn passed(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    ranking: &Ranking,
+) -> anyhow::Result<(Uuid, SinkPosition, LogPosition)> {
+    let log_id = log::log_id(pool).await?;
+    let stored = ranking.position(redis).await?;
+    let upto = match stored.in_log(log_id) {
+        Some(position) => position,
+        None => consumers::get(pool, consumers::RANKING).await?.position(),
+    };
+    Ok((log_id, stored, upto))
 }
 
 fn progress_bar(total: i64) -> ProgressBar {
@@ -79,7 +101,7 @@ fn progress_bar(total: i64) -> ProgressBar {
     bar
 }
 
-/// Re-applies matching processed events. Idempotent: a second run restores nothing.
+/// Re-applies matching events the ranking has passed. Idempotent: a second run restores nothing.
 pub async fn replay(
     pool: &PgPool,
     redis: &mut ConnectionManager,
@@ -87,35 +109,60 @@ pub async fn replay(
     filter: &ReplayFilter,
     dry_run: bool,
 ) -> anyhow::Result<ReplayReport> {
-    let progress = progress_bar(queue::count_processed_sold_out(pool, filter).await?);
-    for_each_page(pool, filter, &progress, async |events| {
+    let (_, _, upto) = passed(pool, redis, ranking).await?;
+    let range = (LogPosition::START, upto);
+    let progress = progress_bar(log::count_sold_out_between(pool, filter, range.0, range.1).await?);
+    let report = for_each_page(pool, filter, range, &progress, async |events| {
         Ok(if dry_run {
             ranking.differs(redis, events).await?
         } else {
             ranking.restore(redis, events).await?
         })
     })
-    .await
+    .await;
+    progress.finish_and_clear();
+    report
 }
 
-/// Builds the ranking afresh from every processed event beside the live one, then swaps it
-/// in atomically: readers see the old ranking until the new one is complete.
+/// Builds the ranking afresh from every event it has passed beside the live one, then swaps it
+/// in atomically with the position it covers: readers see the old ranking until the new one is
+/// complete. Events the consumer applies meanwhile are added to the rebuild before the swap,
+/// which happens only if the live position is still the one the rebuild reached.
 pub async fn rebuild(
     pool: &PgPool,
     redis: &mut ConnectionManager,
     ranking: &Ranking,
 ) -> anyhow::Result<ReplayReport> {
-    let filter = ReplayFilter::default();
-    let progress = progress_bar(queue::count_processed_sold_out(pool, &filter).await?);
+    let all = ReplayFilter::default();
+    let (log_id, mut live, mut upto) = passed(pool, redis, ranking).await?;
+    let progress =
+        progress_bar(log::count_sold_out_between(pool, &all, LogPosition::START, upto).await?);
     let fresh = ranking.begin_rebuild(redis).await?;
-    let mut report = for_each_page(pool, &filter, &progress, async |events| {
-        Ok(fresh.restore(redis, events).await?)
-    })
-    .await?;
-    // Measured against the fresh key everything is "restored"; report against the live one.
-    report.restored = 0;
-    report.unchanged = 0;
-    report.ranking_size = Some(ranking.swap_in(redis, &fresh).await?);
+    let mut after = LogPosition::START;
+    let mut report = ReplayReport::default();
+    loop {
+        let caught_up = for_each_page(pool, &all, (after, upto), &progress, async |events| {
+            Ok(fresh.restore(redis, events).await?)
+        })
+        .await?;
+        report.matched += caught_up.matched;
+        report.skipped += caught_up.skipped;
+        let to = StoredPosition {
+            log_id,
+            position: upto,
+        };
+        if let Some(size) = ranking.swap_in(redis, &fresh, &live, to).await? {
+            report.ranking_size = Some(size);
+            break;
+        }
+        // The consumer moved on while the rebuild ran: add what it applied, then try again.
+        after = upto;
+        (_, live, upto) = passed(pool, redis, ranking).await?;
+        if upto < after {
+            anyhow::bail!("the ranking's position went back during the rebuild (Redis lost data); run the rebuild again");
+        }
+    }
+    progress.finish_and_clear();
     Ok(report)
 }
 

@@ -1,18 +1,43 @@
-//! `status`: the outbox backlog and the ranking's size.
+//! `status`: each consumer's position, lag, state and dead letters; the log; the ranking.
+//! Works while Redis is down (that is when it is needed most): Redis's parts then say so.
 
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 use sqlx::PgPool;
+use uuid::Uuid;
 
-use crate::queue::{self, Backlog};
+use crate::consumers;
+use crate::log::{self, Lag, LogPosition, Retained};
 use crate::ranking::Ranking;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
-    #[serde(flatten)]
-    pub backlog: Backlog,
+    pub consumers: Vec<ConsumerStatus>,
+    pub log: Retained,
     pub ranking_key: String,
-    pub ranking_size: u64,
+    /// `None` while Redis does not answer.
+    pub ranking_size: Option<u64>,
+    /// Redis's `maxmemory-policy` (`allkeys-*` is refused), if Redis lets it be read.
+    pub redis_maxmemory_policy: Option<String>,
+    /// Why Redis's parts are missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumerStatus {
+    pub name: String,
+    /// Where the sink says the consumer is (the ranking: the position in Redis).
+    pub position: Option<LogPosition>,
+    /// Postgres's mirror of it.
+    pub mirror_position: LogPosition,
+    pub lag: Lag,
+    /// running, paused or stopped, as the active instance last reported.
+    pub state: String,
+    pub detail: Option<String>,
+    pub active_instance: Option<String>,
+    pub reported_at: chrono::DateTime<chrono::Utc>,
+    pub dead_letters: i64,
 }
 
 pub async fn status(
@@ -20,28 +45,91 @@ pub async fn status(
     redis: &mut ConnectionManager,
     ranking: &Ranking,
 ) -> anyhow::Result<Status> {
+    let log_id: Uuid = log::log_id(pool).await?;
+    let from_redis = async {
+        let position = ranking.position(redis).await?;
+        let size = ranking.size(redis).await?;
+        let policy = crate::redis_conn::eviction_policy(redis).await?;
+        Ok::<_, redis::RedisError>((position, size, policy))
+    };
+    let (position, size, policy, redis_error) = match from_redis.await {
+        Ok((position, size, policy)) => (position.in_log(log_id), Some(size), policy, None),
+        Err(error) => (None, None, None, Some(error.to_string())),
+    };
+    let mut consumers = Vec::new();
+    for row in consumers::all(pool).await? {
+        let mirror = row.position();
+        let position = (row.name == consumers::RANKING)
+            .then_some(position)
+            .flatten();
+        consumers.push(ConsumerStatus {
+            lag: log::lag(pool, position.unwrap_or(mirror)).await?,
+            dead_letters: consumers::count_dead_letters(pool, &row.name).await?,
+            position,
+            mirror_position: mirror,
+            state: row.state,
+            detail: row.detail,
+            active_instance: row.active_instance,
+            reported_at: row.updated_at,
+            name: row.name,
+        });
+    }
     Ok(Status {
-        backlog: queue::backlog(pool).await?,
+        consumers,
+        log: log::retained(pool).await?,
         ranking_key: ranking.key().to_owned(),
-        ranking_size: ranking.size(redis).await?,
+        ranking_size: size,
+        redis_maxmemory_policy: policy,
+        redis_error,
     })
 }
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let b = &self.backlog;
-        writeln!(f, "pending             {}", b.pending)?;
-        writeln!(f, "retrying            {}", b.retrying)?;
-        writeln!(f, "processing          {}", b.processing)?;
-        writeln!(f, "dead                {}", b.dead)?;
-        match b.oldest_ready_age_seconds {
-            Some(age) => writeln!(f, "oldest ready event  {age:.3} s")?,
-            None => writeln!(f, "oldest ready event  -")?,
+        for consumer in &self.consumers {
+            let state = match &consumer.detail {
+                Some(detail) => format!("{} ({detail})", consumer.state),
+                None => consumer.state.clone(),
+            };
+            writeln!(f, "consumer {}", consumer.name)?;
+            writeln!(f, "  state           {state}")?;
+            writeln!(
+                f,
+                "  active instance {}",
+                consumer.active_instance.as_deref().unwrap_or("-")
+            )?;
+            match consumer.position {
+                Some(position) => writeln!(f, "  position        {position}")?,
+                None => writeln!(f, "  position        none in Redis")?,
+            }
+            writeln!(f, "  mirror          {}", consumer.mirror_position)?;
+            writeln!(
+                f,
+                "  lag             {} events, {:.3} s",
+                consumer.lag.events, consumer.lag.seconds
+            )?;
+            writeln!(f, "  dead letters    {}", consumer.dead_letters)?;
         }
-        write!(
+        let time = |at: Option<chrono::DateTime<chrono::Utc>>| {
+            at.map_or("-".to_owned(), |at| {
+                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            })
+        };
+        writeln!(
             f,
-            "ranking size        {} ({})",
-            self.ranking_size, self.ranking_key
-        )
+            "log               {} events, {} .. {}",
+            self.log.events,
+            time(self.log.oldest),
+            time(self.log.newest)
+        )?;
+        match (self.ranking_size, &self.redis_error) {
+            (Some(size), _) => write!(f, "ranking           {size} ({})", self.ranking_key)?,
+            (None, Some(error)) => write!(f, "ranking           unreachable: {error}")?,
+            (None, None) => write!(f, "ranking           -")?,
+        }
+        if let Some(policy) = &self.redis_maxmemory_policy {
+            write!(f, "\nredis policy      maxmemory-policy {policy}")?;
+        }
+        Ok(())
     }
 }

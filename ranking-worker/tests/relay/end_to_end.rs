@@ -177,13 +177,18 @@ async fn a_sold_out_schedule_reaches_the_ranking_promptly_with_its_exact_score(
                 .unwrap(),
             sold_out_at
         );
-        let status: String =
-            sqlx::query_scalar("SELECT status FROM outbox WHERE aggregate_id = $1")
-                .bind(schedule)
-                .fetch_one(&harness.pool)
-                .await
-                .unwrap();
-        assert_eq!(status, "PROCESSED");
+        let (position, mirror): (String, String) = sqlx::query_as(
+            "SELECT o.tx_id::text || '/' || o.seq, c.position_tx::text || '/' || c.position_seq
+             FROM outbox o, outbox_consumers c WHERE o.aggregate_id = $1 AND c.name = 'ranking'",
+        )
+        .bind(schedule)
+        .fetch_one(&harness.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            position, mirror,
+            "the mirror follows the position once caught up"
+        );
     }
 
     let ranking: Value = get_json(&client, &format!("{worker_base}/rankings/sold-out")).await;
@@ -211,10 +216,11 @@ async fn a_sold_out_schedule_reaches_the_ranking_promptly_with_its_exact_score(
         .await
         .unwrap();
     for series in [
-        "relay_events_applied_total",
-        "relay_commit_to_applied_seconds_bucket",
-        "outbox_pending_events 0",
-        "outbox_oldest_ready_age_seconds",
+        "consumer_events_applied_total{consumer=\"ranking\"} 2",
+        "consumer_commit_to_applied_seconds_bucket{consumer=\"ranking\"",
+        "consumer_lag_events{consumer=\"ranking\"} 0",
+        "consumer_lag_seconds{consumer=\"ranking\"} 0",
+        "consumer_active{consumer=\"ranking\"} 1",
     ] {
         assert!(metrics.contains(series), "metrics lack {series}");
     }

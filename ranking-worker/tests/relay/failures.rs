@@ -1,194 +1,348 @@
-//! Failures: Redis unreachable, and a poison event.
+//! Failures that are never the events' fault pause the consumer and lose nothing: Redis
+//! restarted empty, Redis down for long, a failover, a wrong-typed key. A poison event is the
+//! one thing that is dead-lettered.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ranking_worker::commands::dead_letters;
-use ranking_worker::relay::Relay;
+use ranking_worker::commands::{dead_letters, status};
+use ranking_worker::relay::RelayError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{eventually, settings, Harness};
+use crate::helpers::{event, eventually, get_json, settings, Harness, PrivateRedis, Proxy};
 
-/// A Redis of this test's own, so it can be stopped without disturbing other tests.
-struct PrivateRedis {
-    port: u16,
-    process: Option<Child>,
-}
-
-impl PrivateRedis {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = Self {
-            port,
-            process: None,
-        };
-        redis.restart();
-        redis
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/test installs it)");
-        self.process = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.process.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// A counter or gauge's value in a Prometheus text page, 0 when absent.
+fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
-async fn while_redis_is_down_nothing_is_marked_processed_and_all_apply_when_it_returns(
+async fn a_redis_restarted_empty_is_healed_without_any_command(
     _: PgPoolOptions,
     database: PgConnectOptions,
 ) {
-    let mut private = PrivateRedis::start();
-    let mut harness = Harness::new(database).await;
-    harness.redis = ranking_worker::redis_conn::connect(&private.url()).unwrap();
-    let events = harness.enqueue(20).await;
-    let mut relay_settings = settings();
-    relay_settings.max_attempts = 1_000;
-    let relay: Relay = harness.relay(relay_settings);
-
-    private.stop();
-    let mut retried = 0;
-    eventually(Duration::from_secs(30), async || {
-        retried += relay.relay_once().await.unwrap().retried;
-        retried >= 60 // every event failed at least three times
+    let mut redis = PrivateRedis::start();
+    let harness = Harness::with_redis(database, &redis.url()).await;
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let base = harness
+        .start_worker(Duration::from_millis(100), &shutdown)
+        .await;
+    let events = harness.enqueue(50).await;
+    eventually(Duration::from_secs(20), async || {
+        harness.applied_events().await == 50
+            && harness.consumer().await.position() > Default::default()
     })
     .await;
-    assert_eq!(harness.count_with_status("PROCESSED").await, 0);
-    assert_eq!(harness.count_with_status("DEAD").await, 0);
-    let (min_attempts, error): (i32, String) =
-        sqlx::query_as("SELECT min(attempts), min(last_error) FROM outbox")
-            .fetch_one(&harness.pool)
-            .await
-            .unwrap();
-    assert!(min_attempts >= 2, "retried with backoff");
-    assert!(error.starts_with("redis"), "{error}");
-    // Backoff: a failed event is not due again at once.
-    let due_now: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM outbox WHERE next_attempt_at <= now() - interval '1 second'",
-    )
-    .fetch_one(&harness.pool)
-    .await
-    .unwrap();
-    assert_eq!(due_now, 0);
 
-    private.restart();
-    eventually(Duration::from_secs(30), async || {
-        relay.relay_once().await.unwrap();
-        harness.count_with_status("PROCESSED").await == 20
+    redis.restart();
+    eventually(Duration::from_secs(20), async || {
+        harness
+            .try_scores()
+            .await
+            .is_ok_and(|scores| scores.len() == 50)
     })
     .await;
     harness.assert_ranking_is(&events).await;
+    let client = reqwest::Client::new();
+    let page = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metric(&page, "consumer_resyncs_total{consumer=\"ranking\"}") >= 1.0,
+        "the heal is counted"
+    );
+    let consumers = get_json(&client, &format!("{base}/consumers")).await;
+    assert_eq!(consumers["consumers"][0]["role"], "active");
+    assert_eq!(consumers["consumers"][0]["state"], "running");
 }
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
-async fn a_poison_event_is_dead_lettered_while_others_flow_and_can_be_requeued(
+async fn redis_down_far_longer_than_any_retry_budget_dead_letters_nothing(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let mut redis = PrivateRedis::start();
+    let harness = Harness::with_redis(database, &redis.url()).await;
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let base = harness
+        .start_worker(Duration::from_millis(50), &shutdown)
+        .await;
+    let mut events = harness.enqueue(5).await;
+    eventually(Duration::from_secs(20), async || {
+        harness.applied_events().await == 5
+    })
+    .await;
+
+    redis.stop();
+    let client = reqwest::Client::new();
+    // Sell-outs continue; the pauses (backoff capped at 200 ms) add up to far more than the
+    // old budget of ten attempts.
+    let mut paused_seen = false;
+    eventually(Duration::from_secs(60), async || {
+        events.extend(harness.enqueue(1).await);
+        let page = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let status = status::status(&harness.pool, &mut harness.redis.clone(), &harness.ranking)
+            .await
+            .unwrap();
+        paused_seen |= status.consumers[0].state == "paused";
+        paused_seen
+            && metric(
+                &page,
+                "consumer_sink_unavailable_seconds_total{consumer=\"ranking\"}",
+            ) >= 4.0
+    })
+    .await;
+    let status = status::status(&harness.pool, &mut harness.redis.clone(), &harness.ranking)
+        .await
+        .unwrap();
+    assert!(
+        status.consumers[0]
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("redis"),
+        "status says why: {status:?}"
+    );
+    assert!(status.redis_error.is_some());
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(harness.dead_letters().await.is_empty());
+
+    redis.restart();
+    eventually(Duration::from_secs(30), async || {
+        harness
+            .try_scores()
+            .await
+            .is_ok_and(|scores| scores.len() == events.len())
+    })
+    .await;
+    harness.assert_ranking_is(&events).await;
+    assert!(
+        harness.dead_letters().await.is_empty(),
+        "nothing dead-lettered"
+    );
+    eventually(Duration::from_secs(10), async || {
+        harness.consumer().await.state == "running"
+    })
+    .await;
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn after_a_failover_the_consumer_reconnects_and_writes_to_the_new_primary(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let old = PrivateRedis::start();
+    let new = PrivateRedis::start();
+    let (mut old_conn, mut new_conn) = (old.connection().await, new.connection().await);
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(old.port)
+        .exec_async(&mut new_conn)
+        .await
+        .unwrap();
+    let proxy = Proxy::start(old.port).await;
+    let mut harness = Harness::with_redis(database, &proxy.url()).await;
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    harness
+        .start_worker(Duration::from_millis(50), &shutdown)
+        .await;
+    let first = harness.enqueue(10).await;
+    // The replica has caught up with what the primary applied.
+    harness.redis = new_conn.clone();
+    eventually(Duration::from_secs(20), async || {
+        harness.applied_events().await == 10
+    })
+    .await;
+
+    // Failover: the replica is promoted, the old primary demoted to its replica, and the name
+    // the worker connects through now leads to the new primary.
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .exec_async(&mut new_conn)
+        .await
+        .unwrap();
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(new.port)
+        .exec_async(&mut old_conn)
+        .await
+        .unwrap();
+    proxy.retarget(new.port);
+
+    let second = harness.enqueue(10).await;
+    eventually(Duration::from_secs(30), async || {
+        harness
+            .try_scores()
+            .await
+            .is_ok_and(|scores| scores.len() == 20)
+    })
+    .await;
+    harness.assert_ranking_is(&[first, second].concat()).await;
+    assert_eq!(harness.applied_events().await, 20);
+    assert!(harness.dead_letters().await.is_empty());
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_wrong_typed_key_pauses_the_consumer_and_nothing_is_written_or_lost(
     _: PgPoolOptions,
     database: PgConnectOptions,
 ) {
     let harness = Harness::new(database).await;
+    let events = harness.enqueue(10).await;
+    let mut redis = harness.redis.clone();
+    redis::cmd("SET")
+        .arg(&harness.key)
+        .arg("not a sorted set")
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+
+    let mut relay = harness.relay(settings());
+    let mut refusals = 0;
+    eventually(Duration::from_secs(30), async || {
+        match relay.relay_once().await {
+            Err(RelayError::Sink(error)) => {
+                assert!(error.to_string().contains("WRONGTYPE"), "{error}");
+                refusals += 1;
+            }
+            Ok(outcome) => assert_eq!(outcome.applied, 0),
+            Err(other) => panic!("expected a Redis error, got {other:?}"),
+        }
+        refusals == 3
+    })
+    .await;
+    let written: i64 = redis::cmd("EXISTS")
+        .arg(harness.ranking.keys().position())
+        .arg(format!("{{{}}}:details", harness.key))
+        .arg(harness.ranking.keys().applied_events())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(written, 0, "nothing written before the type check");
+    assert!(harness.dead_letters().await.is_empty());
+
+    redis::cmd("DEL")
+        .arg(&harness.key)
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+    harness.drain(&mut relay).await;
+    harness.assert_ranking_is(&events).await;
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_poison_event_is_dead_lettered_while_others_flow_and_redriven_after_a_fix(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let first = harness.enqueue(10).await;
     let poison: uuid::Uuid = sqlx::query_scalar(
         "INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, payload)
-         VALUES (gen_random_uuid(), 'ConcertSoldOut', 1, -1, '{\"schedule_id\": \"not a number\"}')
+         VALUES (gen_random_uuid(), 'ConcertSoldOut', 1, 900000, '{\"schedule_id\": \"not a number\"}')
          RETURNING event_id",
     )
     .fetch_one(&harness.pool)
     .await
     .unwrap();
-    let first = harness.enqueue(10).await;
-    let mut relay_settings = settings();
-    relay_settings.max_attempts = 3;
-    let relay = harness.relay(relay_settings);
-
-    // The good events are applied on the first pass; the poison one is retried meanwhile.
-    let outcome = relay.relay_once().await.unwrap();
-    assert_eq!((outcome.applied, outcome.retried), (10, 1));
-    harness.assert_ranking_is(&first).await;
+    let unknown_version: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, payload)
+         VALUES (gen_random_uuid(), 'ConcertSoldOut', 99, 900001, '{}') RETURNING event_id",
+    )
+    .fetch_one(&harness.pool)
+    .await
+    .unwrap();
     let later = harness.enqueue(5).await;
-    eventually(Duration::from_secs(10), async || {
-        relay.relay_once().await.unwrap();
-        harness.count_with_status("DEAD").await == 1
-    })
-    .await;
-    harness.assert_ranking_is(&[first, later].concat()).await;
+    let mut relay = harness.relay(settings());
 
-    let (attempts, error): (i32, String) =
-        sqlx::query_as("SELECT attempts, last_error FROM outbox WHERE event_id = $1")
-            .bind(poison)
-            .fetch_one(&harness.pool)
-            .await
-            .unwrap();
-    assert_eq!(attempts, 3, "dead-lettered after MAX_ATTEMPTS");
-    assert!(
-        error.starts_with("undecodable payload: schedule_id: invalid type"),
-        "the error names the field: {error}"
-    );
-    let letters = dead_letters::list(&harness.pool).await.unwrap();
+    let outcome = harness.drain(&mut relay).await;
+    assert_eq!((outcome.applied, outcome.dead_lettered), (15, 2));
+    harness
+        .assert_ranking_is(&[first.clone(), later.clone()].concat())
+        .await;
+    let letters = dead_letters::list(&harness.pool, Some("ranking"))
+        .await
+        .unwrap();
     assert_eq!(
         letters.iter().map(|l| l.event_id).collect::<Vec<_>>(),
-        vec![poison]
+        vec![poison, unknown_version],
+        "in log order"
     );
+    assert!(
+        letters[0]
+            .error
+            .starts_with("undecodable payload: schedule_id: invalid type"),
+        "the error names the field: {}",
+        letters[0].error
+    );
+    assert_eq!(letters[1].error, "unsupported event ConcertSoldOut v99");
     assert!(dead_letters::render(&letters).contains(&poison.to_string()));
 
-    assert_eq!(
-        dead_letters::retry(&harness.pool, Some(poison))
-            .await
-            .unwrap(),
-        1
-    );
-    let (status, attempts): (String, i32) =
-        sqlx::query_as("SELECT status, attempts FROM outbox WHERE event_id = $1")
-            .bind(poison)
-            .fetch_one(&harness.pool)
-            .await
-            .unwrap();
-    assert_eq!((status.as_str(), attempts), ("PENDING", 0));
+    // Retrying before a fix keeps it, with the error met.
+    let mut redis = harness.redis.clone();
+    let report = dead_letters::retry(
+        &harness.pool,
+        &mut redis,
+        &harness.ranking,
+        "ranking",
+        Some(poison),
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.applied, report.still_dead), (0, 1));
+
+    // An operator repairs the payload; the redrive applies it behind the position.
+    let mut fixed = event(900_000);
+    fixed.event_id = poison;
+    sqlx::query("UPDATE outbox SET payload = $2 WHERE event_id = $1")
+        .bind(poison)
+        .bind(serde_json::to_value(&fixed).unwrap())
+        .execute(&harness.pool)
+        .await
+        .unwrap();
+    let report = dead_letters::retry(
+        &harness.pool,
+        &mut redis,
+        &harness.ranking,
+        "ranking",
+        Some(poison),
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.applied, report.still_dead), (1, 0));
+    harness
+        .assert_ranking_is(&[first, later, vec![fixed]].concat())
+        .await;
+    assert_eq!(harness.dead_letters().await, vec![unknown_version]);
     assert!(
-        dead_letters::retry(&harness.pool, Some(poison))
-            .await
-            .is_err(),
-        "no longer dead"
+        dead_letters::retry(
+            &harness.pool,
+            &mut redis,
+            &harness.ranking,
+            "ranking",
+            Some(poison)
+        )
+        .await
+        .is_err(),
+        "no longer a dead letter"
     );
-    assert_eq!(dead_letters::retry(&harness.pool, None).await.unwrap(), 0);
 }

@@ -1,6 +1,10 @@
-//! A fresh database per test (`#[sqlx::test]`) and a unique ranking key per test in the real Redis.
+//! A fresh database per test (`#[sqlx::test]`) and a unique ranking key per test in the real Redis;
+//! private Redis servers and a TCP proxy for the tests that break Redis.
 
 use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -21,6 +25,8 @@ pub fn redis_url() -> String {
 pub struct Harness {
     pub pool: PgPool,
     pub database: PgConnectOptions,
+    /// The Redis the ranking lives in: the shared one, or a test's private one.
+    pub redis_url: String,
     pub redis: ConnectionManager,
     pub key: String,
     pub ranking: Ranking,
@@ -29,8 +35,6 @@ pub struct Harness {
 pub fn settings() -> RelaySettings {
     RelaySettings {
         batch_size: 100,
-        lease: Duration::from_secs(30),
-        max_attempts: 10,
         retry_base: Duration::from_millis(20),
         retry_cap: Duration::from_millis(200),
     }
@@ -38,14 +42,20 @@ pub fn settings() -> RelaySettings {
 
 impl Harness {
     pub async fn new(database: PgConnectOptions) -> Self {
+        Self::with_redis(database, &redis_url()).await
+    }
+
+    /// A harness whose ranking lives in the Redis at `redis_url`.
+    pub async fn with_redis(database: PgConnectOptions, redis_url: &str) -> Self {
         shared::telemetry::init_for_tests();
         let pool = shared::db::pool_options(10).connect_lazy_with(database.clone());
-        let redis = ranking_worker::redis_conn::connect(&redis_url()).unwrap();
+        let redis = ranking_worker::redis_conn::connect(redis_url).unwrap();
         let key = format!("test:{}:ranking", Uuid::new_v4());
         let ranking = Ranking::new(RankingKeys::parse(&key).unwrap());
         Self {
             pool,
             database,
+            redis_url: redis_url.to_owned(),
             redis,
             key,
             ranking,
@@ -55,10 +65,11 @@ impl Harness {
     pub fn relay(&self, settings: RelaySettings) -> Relay {
         Relay::new(
             self.pool.clone(),
-            self.redis.clone(),
+            &self.redis_url,
             self.ranking.clone(),
             settings,
         )
+        .unwrap()
     }
 
     /// Starts a worker (relay and HTTP) in this process on the test's database and ranking;
@@ -71,11 +82,12 @@ impl Harness {
         let worker = Worker::build(
             WorkerSettings {
                 http_addr: "127.0.0.1:0".parse().unwrap(),
-                redis_url: redis_url(),
+                redis_url: self.redis_url.clone(),
                 ranking_keys: RankingKeys::parse(&self.key).unwrap(),
                 relay: settings(),
                 poll_interval,
-                max_connections: 5,
+                // The smallest pool allowed: the consumer must not starve with it.
+                max_connections: ranking_worker::worker::MIN_POOL_CONNECTIONS,
             },
             self.database.clone(),
         )
@@ -117,76 +129,83 @@ impl Harness {
         events
     }
 
-    /// Runs the relay until a step claims nothing, adding up the outcomes.
-    pub async fn drain(&self, relay: &Relay) -> Outcome {
+    /// Steps the relay until it has applied `count` events (another test's open transaction may
+    /// hold rows back for a moment).
+    pub async fn apply_at_least(&self, relay: &mut Relay, count: usize) {
+        let mut applied = 0;
+        eventually(Duration::from_secs(30), async || {
+            applied += relay.relay_once().await.unwrap().applied;
+            applied >= count
+        })
+        .await;
+    }
+
+    /// Runs the relay until it has read everything committed, adding up the outcomes. Rows
+    /// held back by another test's open transaction are waited for.
+    pub async fn drain(&self, relay: &mut Relay) -> Outcome {
         let mut total = Outcome::default();
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let outcome = relay.relay_once().await.unwrap();
-            if outcome.claimed == 0 {
+            add(&mut total, &outcome);
+            if outcome.caught_up(relay.batch_size()) {
                 return total;
             }
-            add(&mut total, &outcome);
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "the drain never caught up"
+            );
+            if outcome.held_back {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
     }
 
     /// member → score, straight from Redis.
     pub async fn scores(&self) -> HashMap<String, f64> {
+        self.try_scores().await.unwrap()
+    }
+
+    /// [`Self::scores`], for a Redis that may just have restarted (the first command on a
+    /// broken connection fails).
+    pub async fn try_scores(&self) -> redis::RedisResult<HashMap<String, f64>> {
         let mut redis = self.redis.clone();
-        redis::cmd("ZRANGE")
+        Ok(redis::cmd("ZRANGE")
             .arg(&self.key)
             .arg(0)
             .arg(-1)
             .arg("WITHSCORES")
             .query_async::<Vec<(String, f64)>>(&mut redis)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    /// How many events the apply script has applied: each exactly once, unless Redis lost data.
+    pub async fn applied_events(&self) -> u64 {
+        let mut redis = self.redis.clone();
+        redis::cmd("GET")
+            .arg(self.ranking.keys().applied_events())
+            .query_async::<Option<u64>>(&mut redis)
+            .await
+            .unwrap()
+            .unwrap_or(0)
+    }
+
+    /// The ranking consumer's row: mirror, state, active instance.
+    pub async fn consumer(&self) -> ranking_worker::consumers::ConsumerRow {
+        ranking_worker::consumers::get(&self.pool, ranking_worker::consumers::RANKING)
+            .await
+            .unwrap()
+    }
+
+    pub async fn dead_letters(&self) -> Vec<Uuid> {
+        ranking_worker::consumers::dead_letters(&self.pool, None)
             .await
             .unwrap()
             .into_iter()
+            .map(|letter| letter.event_id)
             .collect()
-    }
-
-    /// Claimed rows whose event Redis already records as applied: a worker died between its
-    /// apply and its ack.
-    pub async fn applied_but_not_acked(&self) -> Vec<Uuid> {
-        let claimed: Vec<Uuid> =
-            sqlx::query_scalar("SELECT event_id FROM outbox WHERE status = 'PROCESSING'")
-                .fetch_all(&self.pool)
-                .await
-                .unwrap();
-        if claimed.is_empty() {
-            return Vec::new();
-        }
-        let ids: Vec<String> = claimed.iter().map(Uuid::to_string).collect();
-        let members: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(format!("{{{}}}:applied", self.key))
-            .arg(ids)
-            .query_async(&mut self.redis.clone())
-            .await
-            .unwrap();
-        claimed
-            .into_iter()
-            .zip(members)
-            .filter_map(|(event_id, member)| member.map(|_| event_id))
-            .collect()
-    }
-
-    /// How many sessions on this test's database carry `application_name`.
-    pub async fn sessions_named(&self, application_name: &str) -> i64 {
-        sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND application_name = $1",
-        )
-        .bind(application_name)
-        .fetch_one(&self.pool)
-        .await
-        .unwrap()
-    }
-
-    pub async fn count_with_status(&self, status: &str) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE status = $1")
-            .bind(status)
-            .fetch_one(&self.pool)
-            .await
-            .unwrap()
     }
 
     /// Asserts the ranking holds exactly these events, each with its exact score.
@@ -205,11 +224,11 @@ impl Harness {
 }
 
 pub fn add(total: &mut Outcome, outcome: &Outcome) {
-    total.claimed += outcome.claimed;
+    total.read += outcome.read;
     total.applied += outcome.applied;
-    total.duplicates += outcome.duplicates;
-    total.retried += outcome.retried;
     total.dead_lettered += outcome.dead_lettered;
+    total.skipped += outcome.skipped;
+    total.resynced |= outcome.resynced;
 }
 
 /// A sold-out event for `schedule_id` with a duration that differs per schedule.
@@ -241,4 +260,109 @@ pub async fn eventually(deadline: Duration, mut condition: impl AsyncFnMut() -> 
 /// GETs `url` and parses the JSON body, whatever the status.
 pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
     client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Redis of a test's own, so it can be stopped, emptied or demoted without disturbing others.
+pub struct PrivateRedis {
+    pub port: u16,
+    process: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Self {
+        let mut redis = Self {
+            port: free_port(),
+            process: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    /// Starts it again, empty (it keeps nothing on disk).
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
+        self.process = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A connection of the test's own, for commands like REPLICAOF.
+    pub async fn connection(&self) -> ConnectionManager {
+        ranking_worker::redis_conn::connect(&self.url()).unwrap()
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A TCP proxy the test retargets, as a DNS name or a virtual IP is moved to a new primary in
+/// production: new connections go to the current target, open ones stay where they are.
+pub struct Proxy {
+    pub port: u16,
+    target: Arc<Mutex<u16>>,
+}
+
+impl Proxy {
+    pub async fn start(target: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = Arc::new(Mutex::new(target));
+        let current = target.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let port = *current.lock().unwrap();
+                tokio::spawn(async move {
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Self { port, target }
+    }
+
+    pub fn retarget(&self, port: u16) {
+        *self.target.lock().unwrap() = port;
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
 }

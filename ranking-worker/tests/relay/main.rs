@@ -5,6 +5,8 @@ mod helpers;
 mod crash;
 mod end_to_end;
 mod failures;
+mod log_order;
 mod operations;
 mod replay;
+mod upgrade;
 mod workers;

@@ -83,7 +83,7 @@ fn cli(harness: &Harness, args: &[&str]) -> (bool, String, String) {
 async fn the_operator_commands_print_tables_and_json(_: PgPoolOptions, database: PgConnectOptions) {
     let harness = Harness::new(database).await;
     let events = harness.enqueue(3).await;
-    harness.drain(&harness.relay(settings())).await;
+    harness.drain(&mut harness.relay(settings())).await;
     harness.enqueue(1).await;
 
     let (ok, table, _) = cli(&harness, &["top", "--limit", "2"]);
@@ -105,12 +105,23 @@ async fn the_operator_commands_print_tables_and_json(_: PgPoolOptions, database:
     let (ok, json, _) = cli(&harness, &["status", "--json"]);
     assert!(ok);
     let status: Value = serde_json::from_str(&json).unwrap();
+    let ranking = &status["consumers"][0];
+    assert_eq!(ranking["name"], "ranking");
     assert_eq!(
-        (status["pending"].as_i64(), status["ranking_size"].as_i64()),
+        (
+            ranking["lag"]["events"].as_i64(),
+            status["ranking_size"].as_i64()
+        ),
         (Some(1), Some(3))
     );
+    assert_eq!(status["log"]["events"], 4);
+    assert_eq!(ranking["position"], ranking["mirror_position"]);
     let (_, table, _) = cli(&harness, &["status"]);
-    assert!(table.contains("pending             1"), "{table}");
+    assert!(table.contains("lag             1 events"), "{table}");
+    assert!(
+        table.contains("redis policy      maxmemory-policy"),
+        "{table}"
+    );
 
     let mut redis = harness.redis.clone();
     redis::cmd("DEL")
@@ -140,7 +151,7 @@ async fn the_operator_commands_print_tables_and_json(_: PgPoolOptions, database:
     );
     assert!(!ok);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("is not dead-lettered"), "{err}");
+    assert!(err.contains("is not a dead letter"), "{err}");
     let (ok, _, err) = cli(&harness, &["dead-letters", "retry", "not-a-uuid"]);
     assert!(!ok);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -150,7 +161,7 @@ async fn the_operator_commands_print_tables_and_json(_: PgPoolOptions, database:
 fn bad_settings_are_one_line_errors_naming_them() {
     for (env, setting) in [
         (("BATCH_SIZE", "0"), "BATCH_SIZE"),
-        (("MAX_ATTEMPTS", "many"), "MAX_ATTEMPTS"),
+        (("RETRY_BASE_MS", "many"), "RETRY_BASE_MS"),
         (("RANKING_KEY", "a{b}"), "RANKING_KEY"),
         (("POLL_INTERVAL_MS", "-5"), "POLL_INTERVAL_MS"),
         (("RANKING_HTTP_ADDR", "nowhere"), "RANKING_HTTP_ADDR"),

@@ -4,14 +4,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ranking_worker::commands::replay::{self, ReplayReport};
-use ranking_worker::queue::ReplayFilter;
+use ranking_worker::log::ReplayFilter;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{settings, Harness};
 
 async fn relayed(harness: &Harness, count: usize) -> Vec<shared::events::ConcertSoldOut> {
     let events = harness.enqueue(count).await;
-    harness.drain(&harness.relay(settings())).await;
+    harness.drain(&mut harness.relay(settings())).await;
     events
 }
 

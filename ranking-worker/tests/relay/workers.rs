@@ -1,41 +1,81 @@
-//! Several workers draining one outbox at once.
+//! Several instances: one holds the consumer, the others stand by and take over.
 
-use futures::future::join_all;
-use ranking_worker::relay::Outcome;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{add, settings, Harness};
+use crate::helpers::{eventually, get_json, redis_url, Harness};
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
-async fn four_workers_apply_ten_thousand_events_exactly_once(
+async fn a_standby_takes_over_when_the_active_instance_stops(
     _: PgPoolOptions,
     database: PgConnectOptions,
 ) {
-    const EVENTS: usize = 10_000;
     let harness = Harness::new(database).await;
-    let events = harness.enqueue(EVENTS).await;
-
-    let workers = (0..4).map(|_| {
-        let relay = harness.relay(settings());
-        let harness = &harness;
-        async move { harness.drain(&relay).await }
-    });
-    let outcomes = join_all(workers).await;
-
-    let mut total = Outcome::default();
-    for outcome in &outcomes {
-        add(&mut total, outcome);
-    }
-    assert!(
-        outcomes.iter().filter(|o| o.applied > 0).count() > 1,
-        "the work was shared: {outcomes:?}"
+    let (first_stop, second_stop) = (CancellationToken::new(), CancellationToken::new());
+    let _guards = (
+        first_stop.clone().drop_guard(),
+        second_stop.clone().drop_guard(),
     );
-    assert_eq!(total.applied, EVENTS, "{outcomes:?}");
-    assert_eq!(total.claimed, EVENTS, "SKIP LOCKED: no row claimed twice");
-    assert_eq!(total.duplicates, 0);
-    assert_eq!(
-        harness.count_with_status("PROCESSED").await as usize,
-        EVENTS
-    );
-    harness.assert_ranking_is(&events).await;
+    let first = harness
+        .start_worker(Duration::from_millis(50), &first_stop)
+        .await;
+    let client = reqwest::Client::new();
+    let role = async |base: &str| -> Value {
+        get_json(&client, &format!("{base}/consumers")).await["consumers"][0]["role"].clone()
+    };
+    eventually(Duration::from_secs(10), async || {
+        role(&first).await == "active"
+    })
+    .await;
+    let second = harness
+        .start_worker(Duration::from_millis(50), &second_stop)
+        .await;
+    eventually(Duration::from_secs(10), async || {
+        role(&second).await == "standby"
+    })
+    .await;
+
+    let before = harness.enqueue(20).await;
+    eventually(Duration::from_secs(10), async || {
+        harness.applied_events().await == 20
+    })
+    .await;
+    // A standby still serves the ranking and is ready.
+    let ready = client.get(format!("{second}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::OK);
+    let ranking = get_json(&client, &format!("{second}/rankings/sold-out?limit=100")).await;
+    assert_eq!(ranking["entries"].as_array().unwrap().len(), 20);
+
+    first_stop.cancel();
+    eventually(Duration::from_secs(10), async || {
+        role(&second).await == "active"
+    })
+    .await;
+    let after = harness.enqueue(20).await;
+    eventually(Duration::from_secs(10), async || {
+        harness.applied_events().await == 40
+    })
+    .await;
+    harness.assert_ranking_is(&[before, after].concat()).await;
+}
+
+#[test]
+fn a_pool_too_small_for_the_consumer_is_refused_in_one_line() {
+    let output = Command::new(env!("CARGO_BIN_EXE_ranking-worker"))
+        .arg("run")
+        .env_clear()
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+        .env("DATABASE_MAX_CONNECTIONS", "1")
+        .env("REDIS_URL", redis_url())
+        .env("RANKING_HTTP_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("DATABASE_MAX_CONNECTIONS"), "{stderr}");
 }

@@ -1,0 +1,182 @@
+//! What Postgres keeps about each consumer: the mirror of its position, the health its active
+//! instance reports, and its dead letters (tables `outbox_consumers`, `outbox_dead_letters`).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::log::LogPosition;
+
+/// The ranking consumer's name.
+pub const RANKING: &str = "ranking";
+
+/// A consumer's row.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct ConsumerRow {
+    pub name: String,
+    #[sqlx(flatten)]
+    #[serde(skip)]
+    pub mirror: MirrorColumns,
+    pub state: String,
+    pub detail: Option<String>,
+    pub active_instance: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+pub struct MirrorColumns {
+    position_tx: i64,
+    position_seq: i64,
+}
+
+impl ConsumerRow {
+    pub fn position(&self) -> LogPosition {
+        LogPosition {
+            tx_id: self.mirror.position_tx,
+            seq: self.mirror.position_seq,
+        }
+    }
+}
+
+const CONSUMER_COLUMNS: &str = "name, position_tx::text::bigint AS position_tx, position_seq,
+     state, detail, active_instance, updated_at";
+
+pub async fn get(pool: &PgPool, name: &str) -> sqlx::Result<ConsumerRow> {
+    sqlx::query_as(&format!(
+        "SELECT {CONSUMER_COLUMNS} FROM outbox_consumers WHERE name = $1"
+    ))
+    .bind(name)
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn all(pool: &PgPool) -> sqlx::Result<Vec<ConsumerRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {CONSUMER_COLUMNS} FROM outbox_consumers ORDER BY name"
+    ))
+    .fetch_all(pool)
+    .await
+}
+
+/// Moves the mirror forward to `position`; never back, so a late write from a slower instance
+/// cannot undo a newer one.
+pub async fn advance_mirror(pool: &PgPool, name: &str, position: LogPosition) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE outbox_consumers
+         SET position_tx = $2::bigint::text::xid8, position_seq = $3, updated_at = now()
+         WHERE name = $1 AND (position_tx, position_seq) < ($2::bigint::text::xid8, $3)",
+    )
+    .bind(name)
+    .bind(position.tx_id)
+    .bind(position.seq)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records what the active instance is doing, for `status` run from anywhere.
+pub async fn report_state(
+    pool: &PgPool,
+    name: &str,
+    state: &str,
+    detail: Option<&str>,
+    instance: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE outbox_consumers SET state = $2, detail = $3, active_instance = $4, updated_at = now()
+         WHERE name = $1",
+    )
+    .bind(name)
+    .bind(state)
+    .bind(detail)
+    .bind(instance)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records a dead letter; recording it again changes nothing (a crash between this and the
+/// position's move makes the consumer meet the event a second time).
+pub async fn dead_letter(
+    pool: &PgPool,
+    consumer: &str,
+    letters: &[(Uuid, String)],
+) -> sqlx::Result<()> {
+    if letters.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = letters.iter().map(|(id, _)| *id).collect();
+    let errors: Vec<&str> = letters.iter().map(|(_, error)| error.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO outbox_dead_letters (consumer, event_id, error)
+         SELECT $1, * FROM UNNEST($2::uuid[], $3::text[])
+         ON CONFLICT ON CONSTRAINT outbox_dead_letters_pkey DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(&ids)
+    .bind(&errors)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A dead letter, for `dead-letters list`.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct DeadLetter {
+    pub consumer: String,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub aggregate_id: i64,
+    pub error: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Dead letters in log order, of one consumer or all.
+pub async fn dead_letters(pool: &PgPool, consumer: Option<&str>) -> sqlx::Result<Vec<DeadLetter>> {
+    sqlx::query_as(
+        "SELECT d.consumer, d.event_id, o.event_type, o.aggregate_id, d.error, d.created_at
+         FROM outbox_dead_letters d JOIN outbox o USING (event_id)
+         WHERE $1::text IS NULL OR d.consumer = $1
+         ORDER BY d.consumer, o.tx_id, o.seq",
+    )
+    .bind(consumer)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn count_dead_letters(pool: &PgPool, consumer: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM outbox_dead_letters WHERE consumer = $1")
+        .bind(consumer)
+        .fetch_one(pool)
+        .await
+}
+
+/// Forgets a dead letter once its event has been handled after all.
+pub async fn resolve_dead_letter(
+    pool: &PgPool,
+    consumer: &str,
+    event_id: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM outbox_dead_letters WHERE consumer = $1 AND event_id = $2")
+        .bind(consumer)
+        .bind(event_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Replaces a dead letter's error with the one its latest retry met.
+pub async fn update_dead_letter(
+    pool: &PgPool,
+    consumer: &str,
+    event_id: Uuid,
+    error: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE outbox_dead_letters SET error = $3 WHERE consumer = $1 AND event_id = $2")
+        .bind(consumer)
+        .bind(event_id)
+        .bind(error)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! One active instance per consumer: whoever holds the consumer's session advisory lock.
+//!
+//! The lock lives on a connection of its own, outside the pool, so it is held exactly as long
+//! as that session: Postgres releases it the moment the process dies or its connection drops,
+//! and a standby's next try takes it over. A stale active instance (one that lost its session
+//! but has not noticed yet) is harmless: the position's compare-and-set in the sink refuses it.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::Connection;
+
+/// How long a check of the lock's session may take before the session is presumed lost.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct Leadership {
+    /// Where to open the lock's own session.
+    options: PgConnectOptions,
+    /// The consumer whose lock this is.
+    consumer: String,
+    /// The session holding (or trying for) the lock.
+    session: Option<PgConnection>,
+}
+
+impl Leadership {
+    pub fn new(options: PgConnectOptions, consumer: &str) -> Self {
+        Self {
+            options,
+            consumer: consumer.to_owned(),
+            session: None,
+        }
+    }
+
+    /// Tries once to become the active instance; `Ok(false)`: another instance is.
+    pub async fn try_acquire(&mut self) -> sqlx::Result<bool> {
+        if self.session.is_none() {
+            self.session = Some(PgConnection::connect_with(&self.options).await?);
+        }
+        let Some(session) = self.session.as_mut() else {
+            return Ok(false);
+        };
+        let acquired = sqlx::query_scalar(
+            "SELECT pg_try_advisory_lock(hashtextextended('outbox consumer ' || $1, 0))",
+        )
+        .bind(&self.consumer)
+        .fetch_one(&mut *session)
+        .await;
+        if acquired.is_err() {
+            self.session = None;
+        }
+        acquired
+    }
+
+    /// Whether the lock's session still answers; if not, it is dropped and the lock presumed
+    /// lost (Postgres frees it when it notices the session is gone).
+    pub async fn still_held(&mut self) -> bool {
+        let Some(session) = self.session.as_mut() else {
+            return false;
+        };
+        let answered = tokio::time::timeout(CHECK_TIMEOUT, session.ping()).await;
+        if matches!(answered, Ok(Ok(()))) {
+            return true;
+        }
+        self.session = None;
+        false
+    }
+
+    /// Gives the consumer up, so a standby takes over at once.
+    pub async fn release(&mut self) {
+        if let Some(session) = self.session.take() {
+            let _ = tokio::time::timeout(CHECK_TIMEOUT, session.close()).await;
+        }
+    }
+}

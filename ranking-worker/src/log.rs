@@ -1,0 +1,271 @@
+//! The outbox as an append-only log (SPEC §4): positions, and every statement that reads rows.
+//!
+//! A row's position is (the writing transaction's id, a sequence number). Readers see only rows
+//! whose transaction id is below `pg_snapshot_xmin(pg_current_snapshot())`, the oldest
+//! transaction still running anywhere in the cluster: every transaction below it has ended, and
+//! no new one can start below it, so a row that is not visible yet can never appear behind a
+//! position already read past. `xid8` has no sqlx type; it crosses as `bigint` through `text`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use shared::events::{ConcertSoldOut, OutboxEvent};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A place in the log: after the row at (tx_id, seq). [`LogPosition::START`] is before every row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
+pub struct LogPosition {
+    pub tx_id: i64,
+    pub seq: i64,
+}
+
+impl LogPosition {
+    pub const START: LogPosition = LogPosition { tx_id: 0, seq: 0 };
+}
+
+impl fmt::Display for LogPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tx_id, self.seq)
+    }
+}
+
+impl FromStr for LogPosition {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let parse = || {
+            let (tx_id, seq) = text.split_once('/')?;
+            Some(LogPosition {
+                tx_id: tx_id.parse().ok()?,
+                seq: seq.parse().ok()?,
+            })
+        };
+        parse().ok_or_else(|| format!("not a log position (tx_id/seq): {text:?}"))
+    }
+}
+
+/// One row of the log, as consumers read it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LogRow {
+    pub tx_id: i64,
+    pub seq: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub event_version: i32,
+    /// The payload as JSON text: decoded straight into the event type, no intermediate value.
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl LogRow {
+    pub fn position(&self) -> LogPosition {
+        LogPosition {
+            tx_id: self.tx_id,
+            seq: self.seq,
+        }
+    }
+
+    /// The row as a `ConcertSoldOut`, or why it is not one this consumer understands.
+    pub fn decode_sold_out(&self) -> Result<ConcertSoldOut, String> {
+        if self.event_version != ConcertSoldOut::EVENT_VERSION {
+            return Err(format!(
+                "unsupported event {} v{}",
+                self.event_type, self.event_version
+            ));
+        }
+        // The error names the offending field's path, e.g. `schedule_id: invalid type`.
+        let deserializer = &mut serde_json::Deserializer::from_str(&self.payload);
+        let event: ConcertSoldOut = serde_path_to_error::deserialize(deserializer)
+            .map_err(|error| format!("undecodable payload: {error}"))?;
+        if event.event_id != self.event_id {
+            return Err(format!(
+                "payload event_id {} differs from the row's",
+                event.event_id
+            ));
+        }
+        Ok(event)
+    }
+
+    pub fn is_sold_out(&self) -> bool {
+        self.event_type == ConcertSoldOut::EVENT_TYPE
+    }
+}
+
+const ROW_COLUMNS: &str = "tx_id::text::bigint AS tx_id, seq, event_id, event_type, event_version,
+     payload::text AS payload, created_at";
+
+/// Up to `limit` rows after `after`, in position order, that no running transaction can still
+/// precede. A range scan of `outbox_log_position`, however many rows lie behind `after`.
+pub async fn read_after(
+    pool: &PgPool,
+    after: LogPosition,
+    limit: i64,
+) -> sqlx::Result<Vec<LogRow>> {
+    let sql = format!(
+        "SELECT {ROW_COLUMNS} FROM outbox
+         WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2)
+           AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY tx_id, seq
+         LIMIT $3"
+    );
+    sqlx::query_as(&sql)
+        .bind(after.tx_id)
+        .bind(after.seq)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}
+
+/// How long the oldest committed row that readers may not see yet has waited: rows of
+/// transactions that committed while an older transaction (anywhere in the cluster) still runs.
+/// `None` when no row is held back.
+pub async fn held_back_for(pool: &PgPool) -> sqlx::Result<Option<f64>> {
+    sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8 FROM outbox
+         WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// This log's identity (see the `outbox_log` table).
+pub async fn log_id(pool: &PgPool) -> sqlx::Result<Uuid> {
+    sqlx::query_scalar("SELECT log_id FROM outbox_log")
+        .fetch_one(pool)
+        .await
+}
+
+/// How far a consumer at `position` is behind the log's head.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, sqlx::FromRow)]
+pub struct Lag {
+    /// Rows after the position (visible or held back).
+    pub events: i64,
+    /// Age of the oldest of them, in seconds; 0 when there are none.
+    pub seconds: f64,
+}
+
+pub async fn lag(pool: &PgPool, position: LogPosition) -> sqlx::Result<Lag> {
+    sqlx::query_as(
+        "SELECT count(*) AS events,
+                coalesce(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8, 0) AS seconds
+         FROM outbox WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2)",
+    )
+    .bind(position.tx_id)
+    .bind(position.seq)
+    .fetch_one(pool)
+    .await
+}
+
+/// The rows the log holds: how many, and the creation times of the oldest and newest.
+#[derive(Debug, Clone, Default, serde::Serialize, sqlx::FromRow)]
+pub struct Retained {
+    pub events: i64,
+    pub oldest: Option<DateTime<Utc>>,
+    pub newest: Option<DateTime<Utc>>,
+}
+
+pub async fn retained(pool: &PgPool) -> sqlx::Result<Retained> {
+    sqlx::query_as(
+        "SELECT count(*) AS events, min(created_at) AS oldest, max(created_at) AS newest FROM outbox",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// The rows with these event ids, in position order.
+pub async fn rows_by_id(pool: &PgPool, event_ids: &[Uuid]) -> sqlx::Result<Vec<LogRow>> {
+    let sql =
+        format!("SELECT {ROW_COLUMNS} FROM outbox WHERE event_id = ANY($1) ORDER BY tx_id, seq");
+    sqlx::query_as(&sql).bind(event_ids).fetch_all(pool).await
+}
+
+/// Which `ConcertSoldOut` rows a replay covers.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub schedule_id: Option<i64>,
+    pub event_id: Option<Uuid>,
+}
+
+/// `ConcertSoldOut` rows matching `filter` in position order, after `after` and at most `upto`
+/// (what the consumer has passed), at most `limit` of them.
+pub async fn sold_out_between(
+    pool: &PgPool,
+    filter: &ReplayFilter,
+    after: LogPosition,
+    upto: LogPosition,
+    limit: i64,
+) -> sqlx::Result<Vec<LogRow>> {
+    let sql = format!(
+        "SELECT {ROW_COLUMNS} FROM outbox {REPLAY_WHERE}
+         ORDER BY tx_id, seq
+         LIMIT $10"
+    );
+    bind_filter(sqlx::query_as(&sql), filter, after, upto)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}
+
+/// How many rows [`sold_out_between`] will page through.
+pub async fn count_sold_out_between(
+    pool: &PgPool,
+    filter: &ReplayFilter,
+    after: LogPosition,
+    upto: LogPosition,
+) -> sqlx::Result<i64> {
+    let sql = format!("SELECT count(*) FROM outbox {REPLAY_WHERE}");
+    let (count,): (i64,) = bind_filter(sqlx::query_as(&sql), filter, after, upto)
+        .fetch_one(pool)
+        .await?;
+    Ok(count)
+}
+
+/// The replay filter, parameters $1 to $9 (bound by [`bind_filter`]).
+const REPLAY_WHERE: &str = "
+    WHERE event_type = $1
+      AND ($2::timestamptz IS NULL OR created_at >= $2)
+      AND ($3::timestamptz IS NULL OR created_at < $3)
+      AND ($4::bigint IS NULL OR aggregate_id = $4)
+      AND ($5::uuid IS NULL OR event_id = $5)
+      AND (tx_id, seq) > ($6::bigint::text::xid8, $7)
+      AND (tx_id, seq) <= ($8::bigint::text::xid8, $9)";
+
+type PgQueryAs<'q, T> = sqlx::query::QueryAs<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>;
+
+fn bind_filter<'q, T>(
+    query: PgQueryAs<'q, T>,
+    filter: &ReplayFilter,
+    after: LogPosition,
+    upto: LogPosition,
+) -> PgQueryAs<'q, T> {
+    query
+        .bind(ConcertSoldOut::EVENT_TYPE)
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(filter.schedule_id)
+        .bind(filter.event_id)
+        .bind(after.tx_id)
+        .bind(after.seq)
+        .bind(upto.tx_id)
+        .bind(upto.seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_order_by_transaction_then_sequence_and_round_trip_as_text() {
+        let early = LogPosition { tx_id: 7, seq: 90 };
+        let late = LogPosition { tx_id: 8, seq: 3 };
+        assert!(LogPosition::START < early && early < late);
+        assert_eq!("8/3".parse::<LogPosition>(), Ok(late));
+        assert_eq!(late.to_string(), "8/3");
+        assert!("8".parse::<LogPosition>().is_err());
+        assert!("a/3".parse::<LogPosition>().is_err());
+    }
+}
