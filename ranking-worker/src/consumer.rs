@@ -53,11 +53,11 @@ pub async fn run(mut relay: Relay, mut run: ConsumerRun, shutdown: CancellationT
         run.health.set_role(Role::Active);
         relay.forget_position();
         consume(&mut relay, &mut run, &shutdown).await;
+        run.health.set_state(State::Idle);
     }
     run.health.set_role(Role::Stopped);
-    run.health.set_state(State::Idle);
     if run.leadership.still_held().await {
-        report(&run, None).await;
+        report(&run, State::Idle).await;
         run.leadership.release().await;
     }
     tracing::info!(consumer = RANKING, "consumer stopped");
@@ -94,7 +94,7 @@ async fn consume(relay: &mut Relay, run: &mut ConsumerRun, shutdown: &Cancellati
     let mut held_back_wait = HELD_BACK_FIRST;
     let mut hold_checked = Instant::now();
     let mut held_back_since = None::<Instant>;
-    report(run, None).await;
+    report(run, State::Running).await;
     while !shutdown.is_cancelled() {
         if hold_checked.elapsed() >= CHECK_HOLD_EVERY {
             if !run.leadership.still_held().await {
@@ -117,7 +117,11 @@ async fn consume(relay: &mut Relay, run: &mut ConsumerRun, shutdown: &Cancellati
                 paused_at.get_or_insert_with(Instant::now);
                 if failures == 1 {
                     tracing::warn!(consumer = RANKING, %error, "consumer paused; retrying with backoff");
-                    report(run, Some(error.to_string())).await;
+                    let paused = State::Paused {
+                        reason: error.to_string(),
+                        since: chrono::Utc::now(),
+                    };
+                    report(run, paused).await;
                 }
                 // A fresh connection is cheap beside the backoff, and after a failover the old
                 // one may point at a demoted node whatever the error says.
@@ -149,7 +153,7 @@ async fn consume(relay: &mut Relay, run: &mut ConsumerRun, shutdown: &Cancellati
                 paused_for_ms = since.elapsed().as_millis() as u64,
                 "consumer resumed"
             );
-            report(run, None).await;
+            report(run, State::Running).await;
             failures = 0;
         }
         // Time the log's head spent held back by an open transaction, as seen between steps.
@@ -179,19 +183,15 @@ async fn consume(relay: &mut Relay, run: &mut ConsumerRun, shutdown: &Cancellati
     }
 }
 
-/// Tells Postgres what the active instance is doing: running, or paused and why.
-async fn report(run: &ConsumerRun, paused: Option<String>) {
-    let state = match &paused {
-        None => State::Running,
-        Some(reason) => State::Paused {
-            reason: reason.clone(),
-            since: chrono::Utc::now(),
-        },
+/// Tells Postgres what the active instance is doing: running, paused and why, or stopped.
+async fn report(run: &ConsumerRun, state: State) {
+    let (name, detail) = match &state {
+        State::Paused { reason, .. } => (state.name(), Some(reason.clone())),
+        _ => (state.name(), None),
     };
-    let name = state.name();
     run.health.set_state(state);
     if let Err(error) =
-        consumers::report_state(&run.pool, RANKING, name, paused.as_deref(), &run.instance).await
+        consumers::report_state(&run.pool, RANKING, name, detail.as_deref(), &run.instance).await
     {
         tracing::debug!(%error, "cannot record the consumer's state in Postgres");
     }

@@ -95,29 +95,30 @@ pub async fn report_state(
     Ok(())
 }
 
-/// Records a dead letter; recording it again changes nothing (a crash between this and the
-/// position's move makes the consumer meet the event a second time).
+/// Records dead letters; recording one again changes nothing (a crash between this and the
+/// position's move, or a heal, makes the consumer meet the event a second time). Returns the
+/// ids that were new.
 pub async fn dead_letter(
     pool: &PgPool,
     consumer: &str,
     letters: &[(Uuid, String)],
-) -> sqlx::Result<()> {
+) -> sqlx::Result<Vec<Uuid>> {
     if letters.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = letters.iter().map(|(id, _)| *id).collect();
     let errors: Vec<&str> = letters.iter().map(|(_, error)| error.as_str()).collect();
-    sqlx::query(
+    sqlx::query_scalar(
         "INSERT INTO outbox_dead_letters (consumer, event_id, error)
          SELECT $1, * FROM UNNEST($2::uuid[], $3::text[])
-         ON CONFLICT ON CONSTRAINT outbox_dead_letters_pkey DO NOTHING",
+         ON CONFLICT ON CONSTRAINT outbox_dead_letters_pkey DO NOTHING
+         RETURNING event_id",
     )
     .bind(consumer)
     .bind(&ids)
     .bind(&errors)
-    .execute(pool)
-    .await?;
-    Ok(())
+    .fetch_all(pool)
+    .await
 }
 
 /// A dead letter, for `dead-letters list`.
@@ -151,15 +152,15 @@ pub async fn count_dead_letters(pool: &PgPool, consumer: &str) -> sqlx::Result<i
         .await
 }
 
-/// Forgets a dead letter once its event has been handled after all.
-pub async fn resolve_dead_letter(
+/// Forgets dead letters whose events have been handled after all.
+pub async fn resolve_dead_letters(
     pool: &PgPool,
     consumer: &str,
-    event_id: Uuid,
+    event_ids: &[Uuid],
 ) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM outbox_dead_letters WHERE consumer = $1 AND event_id = $2")
+    sqlx::query("DELETE FROM outbox_dead_letters WHERE consumer = $1 AND event_id = ANY($2)")
         .bind(consumer)
-        .bind(event_id)
+        .bind(event_ids)
         .execute(pool)
         .await?;
     Ok(())

@@ -10,6 +10,9 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::Connection;
 
+/// The advisory lock's key for the consumer named by `$1`.
+const LOCK_KEY: &str = "hashtextextended('outbox consumer ' || $1, 0)";
+
 /// How long a check of the lock's session may take before the session is presumed lost.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -24,6 +27,16 @@ pub struct Leadership {
 
 impl Leadership {
     pub fn new(options: PgConnectOptions, consumer: &str) -> Self {
+        // A process that dies closes its socket and Postgres frees the lock at once; a host
+        // that vanishes (power, partition) does not, and the server would keep the session and
+        // its lock until the OS's TCP keepalive (hours). These make the server notice within
+        // about 10 s. Session locks need a direct connection or a session-mode pooler.
+        let options = options.options([
+            ("tcp_keepalives_idle", "5"),
+            ("tcp_keepalives_interval", "2"),
+            ("tcp_keepalives_count", "3"),
+            ("tcp_user_timeout", "10000"),
+        ]);
         Self {
             options,
             consumer: consumer.to_owned(),
@@ -39,12 +52,10 @@ impl Leadership {
         let Some(session) = self.session.as_mut() else {
             return Ok(false);
         };
-        let acquired = sqlx::query_scalar(
-            "SELECT pg_try_advisory_lock(hashtextextended('outbox consumer ' || $1, 0))",
-        )
-        .bind(&self.consumer)
-        .fetch_one(&mut *session)
-        .await;
+        let acquired = sqlx::query_scalar(&format!("SELECT pg_try_advisory_lock({LOCK_KEY})"))
+            .bind(&self.consumer)
+            .fetch_one(&mut *session)
+            .await;
         if acquired.is_err() {
             self.session = None;
         }
@@ -71,4 +82,19 @@ impl Leadership {
             let _ = tokio::time::timeout(CHECK_TIMEOUT, session.close()).await;
         }
     }
+}
+
+/// Whether some instance holds `consumer` right now (for `status`, from any process).
+pub async fn is_held(pool: &sqlx::PgPool, consumer: &str) -> sqlx::Result<bool> {
+    // pg_locks shows a bigint advisory key as its high (classid) and low (objid) halves.
+    sqlx::query_scalar(&format!(
+        "SELECT EXISTS (
+             SELECT 1 FROM pg_locks
+             WHERE locktype = 'advisory' AND granted AND objsubid = 1
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND (classid::bigint << 32) | objid::bigint = {LOCK_KEY})"
+    ))
+    .bind(consumer)
+    .fetch_one(pool)
+    .await
 }

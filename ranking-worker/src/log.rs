@@ -93,6 +93,8 @@ impl LogRow {
     }
 }
 
+/// The columns of a [`LogRow`]. The `tx_id` alias shadows the column in ORDER BY: order by
+/// `outbox.tx_id, outbox.seq`, or Postgres sorts by the bigint and cannot use the index.
 const ROW_COLUMNS: &str = "tx_id::text::bigint AS tx_id, seq, event_id, event_type, event_version,
      payload::text AS payload, created_at";
 
@@ -107,7 +109,7 @@ pub async fn read_after(
         "SELECT {ROW_COLUMNS} FROM outbox
          WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2)
            AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY tx_id, seq
+         ORDER BY outbox.tx_id, outbox.seq
          LIMIT $3"
     );
     sqlx::query_as(&sql)
@@ -126,6 +128,25 @@ pub async fn held_back_for(pool: &PgPool) -> sqlx::Result<Option<f64>> {
         "SELECT EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8 FROM outbox
          WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())",
     )
+    .fetch_one(pool)
+    .await
+}
+
+/// Whether `position` can be a place in this log as it is now: the row there exists, and its
+/// transaction is not in the future. Not so after Postgres was restored to an earlier point or
+/// failed over to a replica that missed commits: transaction ids and sequence numbers are then
+/// handed out again, and a consumer keeping the later position would skip the new rows.
+pub async fn holds(pool: &PgPool, position: LogPosition) -> sqlx::Result<bool> {
+    if position == LogPosition::START {
+        return Ok(true);
+    }
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM outbox
+                        WHERE tx_id = $1::bigint::text::xid8 AND seq = $2)
+            AND $1::bigint::text::xid8 < pg_snapshot_xmax(pg_current_snapshot())",
+    )
+    .bind(position.tx_id)
+    .bind(position.seq)
     .fetch_one(pool)
     .await
 }
@@ -177,7 +198,7 @@ pub async fn retained(pool: &PgPool) -> sqlx::Result<Retained> {
 /// The rows with these event ids, in position order.
 pub async fn rows_by_id(pool: &PgPool, event_ids: &[Uuid]) -> sqlx::Result<Vec<LogRow>> {
     let sql =
-        format!("SELECT {ROW_COLUMNS} FROM outbox WHERE event_id = ANY($1) ORDER BY tx_id, seq");
+        format!("SELECT {ROW_COLUMNS} FROM outbox WHERE event_id = ANY($1) ORDER BY outbox.tx_id, outbox.seq");
     sqlx::query_as(&sql).bind(event_ids).fetch_all(pool).await
 }
 
@@ -201,7 +222,7 @@ pub async fn sold_out_between(
 ) -> sqlx::Result<Vec<LogRow>> {
     let sql = format!(
         "SELECT {ROW_COLUMNS} FROM outbox {REPLAY_WHERE}
-         ORDER BY tx_id, seq
+         ORDER BY outbox.tx_id, outbox.seq
          LIMIT $10"
     );
     bind_filter(sqlx::query_as(&sql), filter, after, upto)

@@ -8,7 +8,8 @@
 //! - `{K}:position`: the ranking consumer's position in the outbox log, written by the same
 //!   script as the effect it covers: what makes redelivery harmless and fences a stale worker;
 //! - `{K}:applied_events`: how many events the apply script has applied, for auditing;
-//! - `{K}:rebuild`, `{K}:rebuild:details`: a rebuild in progress.
+//! - `{K}:rebuild:{id}`, `{K}:rebuild:{id}:details`, `{K}:rebuild:{id}:started`: a rebuild in
+//!   progress.
 //!
 //! The helper keys carry `K` in braces, so Redis Cluster puts them in `K`'s slot and one script
 //! may touch them all.
@@ -46,14 +47,16 @@ impl RankingKeys {
         })
     }
 
-    /// Where `replay --rebuild` builds the new ranking before swapping it in.
-    fn rebuild(&self) -> Self {
+    /// Where one `replay --rebuild` builds the new ranking before swapping it in: keys of its
+    /// own, so two rebuilds at once cannot mix. Its `position` key marks the rebuild as started:
+    /// if Redis loses it (restarted mid-rebuild), the swap refuses a partial ranking.
+    fn rebuild(&self, id: Uuid) -> Self {
         let name = &self.ranking;
         Self {
-            ranking: format!("{{{name}}}:rebuild"),
-            details: format!("{{{name}}}:rebuild:details"),
-            position: format!("{{{name}}}:rebuild:position"),
-            applied_events: format!("{{{name}}}:rebuild:applied_events"),
+            ranking: format!("{{{name}}}:rebuild:{id}"),
+            details: format!("{{{name}}}:rebuild:{id}:details"),
+            position: format!("{{{name}}}:rebuild:{id}:started"),
+            applied_events: format!("{{{name}}}:rebuild:{id}:applied_events"),
         }
     }
 
@@ -112,27 +115,36 @@ pub enum SinkPosition {
     /// Nothing: a new ranking, or Redis lost it.
     Missing,
     Stored(StoredPosition),
-    /// Something this worker cannot read; treated as missing.
-    Unreadable(String),
+    /// Something this worker cannot resume from (unreadable, or not a place in the log as it
+    /// is now); treated as missing, and compared as the text Redis holds.
+    Unusable(String),
 }
 
 impl SinkPosition {
     fn from_reply(reply: Option<String>) -> Self {
         match reply {
             None => SinkPosition::Missing,
+            // Only the exact text this worker writes counts as stored: the script compares
+            // text, so a position written another way (by hand, in upper case) would fail
+            // every compare-and-set.
             Some(text) => match StoredPosition::decode(&text) {
-                Some(stored) => SinkPosition::Stored(stored),
-                None => SinkPosition::Unreadable(text),
+                Some(stored) if stored.encode() == text => SinkPosition::Stored(stored),
+                _ => SinkPosition::Unusable(text),
             },
         }
     }
 
+    /// The same text in Redis, marked as not to be resumed from.
+    pub fn unusable(&self) -> Self {
+        SinkPosition::Unusable(self.expected())
+    }
+
     /// The exact text the apply script compares with.
-    fn expected(&self) -> String {
+    pub fn expected(&self) -> String {
         match self {
             SinkPosition::Missing => String::new(),
             SinkPosition::Stored(stored) => stored.encode(),
-            SinkPosition::Unreadable(text) => text.clone(),
+            SinkPosition::Unusable(text) => text.clone(),
         }
     }
 
@@ -150,7 +162,7 @@ impl std::fmt::Display for SinkPosition {
         match self {
             SinkPosition::Missing => f.write_str("none"),
             SinkPosition::Stored(stored) => write!(f, "{}", stored.position),
-            SinkPosition::Unreadable(text) => write!(f, "unreadable {text:?}"),
+            SinkPosition::Unusable(text) => write!(f, "unusable {text:?}"),
         }
     }
 }
@@ -190,8 +202,8 @@ fn event_args(events: &[&ConcertSoldOut]) -> Vec<String> {
     args
 }
 
-/// Checks that the ranking's keys have the types the scripts write, before any write: Redis
-/// does not roll a script back, so a WRONGTYPE halfway through would leave half a batch.
+/// Checks that the ranking's keys hold what the scripts write, before any write: Redis does
+/// not roll a script back, so an error halfway through would leave half a batch.
 const CHECK_TYPES: &str = r#"
 local expected = {'zset', 'hash', 'string', 'string'}
 for i = 1, 4 do
@@ -199,6 +211,10 @@ for i = 1, 4 do
   if found ~= 'none' and found ~= expected[i] then
     return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. found .. ', expected a ' .. expected[i])
   end
+end
+local count = redis.call('GET', KEYS[4])
+if count and not tonumber(count) then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[4] .. ' holds no integer')
 end
 "#;
 
@@ -251,9 +267,11 @@ return result
 
 /// Swaps a finished rebuild in, if the live position is still ARGV[1] (the rebuild covers
 /// exactly the events the live ranking had applied); else returns -1 and the rebuild catches
-/// up first. RENAME replaces each live key in one step, so readers see the old ranking or the
-/// new one, never an empty or partial one. Returns the new ranking's size.
+/// up first. Returns -2 if the rebuild's start marker is gone (Redis lost the rebuild). RENAME
+/// replaces each live key in one step, so readers see the old ranking or the new one, never an
+/// empty or partial one. Returns the new ranking's size.
 const SWAP: &str = r#"
+if redis.call('EXISTS', KEYS[7]) == 0 then return -2 end
 local stored = redis.call('GET', KEYS[3]) or ''
 if stored ~= ARGV[1] then return -1 end
 for i = 1, 2 do
@@ -263,6 +281,7 @@ for i = 1, 2 do
     redis.call('DEL', KEYS[i])
   end
 end
+redis.call('DEL', KEYS[7], KEYS[8])
 redis.call('SET', KEYS[3], ARGV[2])
 return redis.call('ZCARD', KEYS[1])
 "#;
@@ -279,6 +298,17 @@ for i = 1, #entries, 2 do
 end
 return result
 "#;
+
+/// What the swap script did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapResult {
+    /// The rebuild is live; the new ranking's size.
+    Swapped(u64),
+    /// The live position moved while the rebuild ran: catch up, then try again.
+    PositionMoved,
+    /// The rebuild's keys are gone (Redis restarted mid-rebuild): nothing was swapped.
+    RebuildLost,
+}
 
 /// What the apply script did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -414,39 +444,52 @@ impl Ranking {
             .collect())
     }
 
-    /// Starts a rebuild: an empty ranking beside the live one. Restore into it, then [`Self::swap_in`].
+    /// Starts a rebuild: an empty ranking beside the live one, marked as started. Restore into
+    /// it, then [`Self::swap_in`] (or [`Self::discard`] it).
     pub async fn begin_rebuild(
         &self,
         redis: &mut ConnectionManager,
     ) -> redis::RedisResult<Ranking> {
         let rebuild = Ranking {
-            keys: self.keys.rebuild(),
+            keys: self.keys.rebuild(Uuid::new_v4()),
             ..self.clone()
         };
-        redis::cmd("DEL")
-            .arg(&rebuild.keys.all()[..])
+        redis::cmd("SET")
+            .arg(&rebuild.keys.position)
+            .arg(chrono::Utc::now().to_rfc3339())
             .exec_async(redis)
             .await?;
         Ok(rebuild)
     }
 
+    /// Deletes a rebuild that will not be swapped in.
+    pub async fn discard(&self, redis: &mut ConnectionManager) -> redis::RedisResult<()> {
+        redis::cmd("DEL")
+            .arg(&self.keys.all()[..])
+            .exec_async(redis)
+            .await
+    }
+
     /// Replaces this ranking with `rebuild` and sets the position to `to` in one atomic step,
-    /// if the live position still is `live`. Returns the new size, or `None` if the live
-    /// position moved meanwhile.
+    /// if the live position still is `live`.
     pub async fn swap_in(
         &self,
         redis: &mut ConnectionManager,
         rebuild: &Ranking,
         live: &SinkPosition,
         to: StoredPosition,
-    ) -> redis::RedisResult<Option<u64>> {
+    ) -> redis::RedisResult<SwapResult> {
         let mut invocation = self.swap.prepare_invoke();
         for key in self.keys.all().into_iter().chain(rebuild.keys.all()) {
             invocation.key(key);
         }
         invocation.arg(live.expected()).arg(to.encode());
         let size: i64 = invocation.invoke_async(redis).await?;
-        Ok(u64::try_from(size).ok())
+        Ok(match size {
+            -1 => SwapResult::PositionMoved,
+            -2 => SwapResult::RebuildLost,
+            size => SwapResult::Swapped(size.max(0) as u64),
+        })
     }
 
     /// Entries `offset..offset + limit`, fastest first.
@@ -501,7 +544,11 @@ mod tests {
         let keys = RankingKeys::parse("concert:schedule:ranking").unwrap();
         assert_eq!(keys.details, "{concert:schedule:ranking}:details");
         assert_eq!(keys.position, "{concert:schedule:ranking}:position");
-        assert_eq!(keys.rebuild().ranking, "{concert:schedule:ranking}:rebuild");
+        let id = Uuid::nil();
+        assert_eq!(
+            keys.rebuild(id).ranking,
+            format!("{{concert:schedule:ranking}}:rebuild:{id}")
+        );
     }
 
     #[test]
@@ -518,7 +565,7 @@ mod position_tests {
     #[test]
     fn a_stored_position_round_trips_and_belongs_to_its_log() {
         let stored = StoredPosition {
-            log_id: Uuid::new_v4(),
+            log_id: "6f1c1a2e-3b4d-4c5e-8f90-a1b2c3d4e5f6".parse().unwrap(),
             position: LogPosition { tx_id: 812, seq: 4 },
         };
         let read = SinkPosition::from_reply(Some(stored.encode()));
@@ -528,7 +575,13 @@ mod position_tests {
         assert_eq!(SinkPosition::from_reply(None).expected(), "");
         assert!(matches!(
             SinkPosition::from_reply(Some("garbage".into())),
-            SinkPosition::Unreadable(_)
+            SinkPosition::Unusable(_)
         ));
+        let upper = stored.encode().to_uppercase();
+        assert_eq!(
+            SinkPosition::from_reply(Some(upper.clone())).expected(),
+            upper,
+            "a position written another way is compared as written"
+        );
     }
 }

@@ -42,7 +42,7 @@ pub struct Outcome {
     pub read: usize,
     /// `ConcertSoldOut` events written to the ranking.
     pub applied: usize,
-    /// Events recorded as dead letters (undecodable, unknown version).
+    /// Events newly recorded as dead letters (undecodable, unknown version).
     pub dead_lettered: usize,
     /// Rows of other event types, which the ranking does not consume.
     pub skipped: usize,
@@ -90,6 +90,12 @@ pub struct Relay {
     position: Option<SinkPosition>,
     /// The position last written to the mirror, and when.
     mirrored: (LogPosition, Instant),
+    /// Which try this step is at applying the batch after the position: 1, plus one per step
+    /// that failed since the last success. Logged with each event.
+    attempt: u32,
+    /// Whether this consumer has dead letters: those applied after all (a newer worker, an old
+    /// relay's dead row, a heal re-applying a repaired event) are then resolved.
+    dead_letters_recorded: bool,
 }
 
 impl Relay {
@@ -108,6 +114,8 @@ impl Relay {
             log_id: None,
             position: None,
             mirrored: (LogPosition::START, Instant::now()),
+            attempt: 1,
+            dead_letters_recorded: false,
         })
     }
 
@@ -141,6 +149,12 @@ impl Relay {
     /// Reads one batch after the position and applies it with the position's move, or records
     /// that the position moved under it. Nothing of an event is ever written twice in effect.
     pub async fn relay_once(&mut self) -> Result<Outcome, RelayError> {
+        let step = self.step().await;
+        self.attempt = if step.is_ok() { 1 } else { self.attempt + 1 };
+        step
+    }
+
+    async fn step(&mut self) -> Result<Outcome, RelayError> {
         let log_id = match self.log_id {
             Some(id) => id,
             None => *self.log_id.insert(log::log_id(&self.pool).await?),
@@ -164,7 +178,7 @@ impl Relay {
             // Idle: check Redis still holds this position, so a Redis that lost data is healed
             // without waiting for the next event.
             let stored = self.ranking.position(&mut self.redis).await?;
-            if stored != from {
+            if stored.expected() != from.expected() {
                 self.position = None;
                 outcome.position_moved = true;
             }
@@ -174,7 +188,8 @@ impl Relay {
 
         let (events, letters) = decode(&rows, &mut outcome);
         // Recorded before the position moves past them: a crash in between meets them again.
-        consumers::dead_letter(&self.pool, RANKING, &letters).await?;
+        let new_letters = consumers::dead_letter(&self.pool, RANKING, &letters).await?;
+        self.dead_letters_recorded |= !letters.is_empty();
         let to = StoredPosition {
             log_id,
             position: last,
@@ -188,17 +203,21 @@ impl Relay {
             ApplyResult::Applied => {
                 self.position = Some(SinkPosition::Stored(to));
                 outcome.applied = events.len();
-                outcome.dead_lettered = letters.len();
+                outcome.dead_lettered = new_letters.len();
                 for (row, event) in &events {
-                    log_applied(row, event);
+                    log_applied(row, event, self.attempt);
                 }
-                for (event_id, error) in &letters {
+                for (event_id, error) in letters.iter().filter(|(id, _)| new_letters.contains(id)) {
                     tracing::error!(%event_id, %error, consumer = RANKING, "event dead-lettered");
                 }
                 metrics::counter!("consumer_events_applied_total", "consumer" => RANKING)
                     .increment(outcome.applied as u64);
                 metrics::counter!("consumer_events_dead_lettered_total", "consumer" => RANKING)
                     .increment(outcome.dead_lettered as u64);
+                if self.dead_letters_recorded && !events.is_empty() {
+                    let ids: Vec<Uuid> = events.iter().map(|(row, _)| row.event_id).collect();
+                    consumers::resolve_dead_letters(&self.pool, RANKING, &ids).await?;
+                }
                 self.mirror(last, rows.len() < self.batch_size()).await?;
             }
             ApplyResult::PositionMoved(stored) => {
@@ -220,16 +239,36 @@ impl Relay {
         }
         let stored = self.ranking.position(&mut self.redis).await?;
         let mirror = consumers::get(&self.pool, RANKING).await?.position();
+        self.dead_letters_recorded = consumers::count_dead_letters(&self.pool, RANKING).await? > 0;
+        if let Some(position) = stored.in_log(log_id) {
+            if !log::holds(&self.pool, position).await? {
+                tracing::error!(
+                    consumer = RANKING,
+                    redis_position = %stored,
+                    "the ranking's position in Redis is not a place in the log as it is now \
+                     (Postgres restored to an earlier point, or failed over to a replica that \
+                     missed commits); applying the log from its start. The ranking may hold \
+                     entries of events Postgres lost: `replay --rebuild` drops them"
+                );
+                metrics::counter!("consumer_resyncs_total", "consumer" => RANKING).increment(1);
+                return Ok((stored.unusable(), true));
+            }
+        }
         let behind = match stored.in_log(log_id) {
             Some(position) => position < mirror,
             None => mirror > LogPosition::START || log_has_rows(&self.pool).await?,
         };
         if behind {
+            let why = match &stored {
+                SinkPosition::Missing => "the ranking has no position in Redis (a new ranking, or Redis lost data); applying the log from its start",
+                SinkPosition::Stored(position) if position.log_id == log_id => "the ranking's position in Redis is behind Postgres's mirror (Redis lost data); re-applying from Redis's position",
+                _ => "the ranking's position in Redis is not one of this log's; applying the log from its start",
+            };
             tracing::warn!(
                 consumer = RANKING,
                 redis_position = %stored,
                 mirror_position = %mirror,
-                "the ranking in Redis is behind the log (Redis lost data); re-applying from Redis's position"
+                "{why}"
             );
             metrics::counter!("consumer_resyncs_total", "consumer" => RANKING).increment(1);
         } else {
@@ -285,7 +324,7 @@ fn decode<'r>(
     (events, letters)
 }
 
-fn log_applied(row: &LogRow, event: &ConcertSoldOut) {
+fn log_applied(row: &LogRow, event: &ConcertSoldOut, attempt: u32) {
     let lag = (Utc::now() - row.created_at).to_std().unwrap_or_default();
     metrics::histogram!("consumer_commit_to_applied_seconds", "consumer" => RANKING)
         .record(lag.as_secs_f64());
@@ -294,6 +333,7 @@ fn log_applied(row: &LogRow, event: &ConcertSoldOut) {
         member = %member(event),
         score = event.sold_out_seconds(),
         position = %row.position(),
+        attempt,
         lag_ms = (lag.as_secs_f64() * 10_000.0).round() / 10.0,
         "event applied"
     );

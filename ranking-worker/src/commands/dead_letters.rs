@@ -59,7 +59,7 @@ pub async fn retry(
         match row.decode_sold_out() {
             Ok(event) => {
                 ranking.restore(redis, &[&event]).await?;
-                consumers::resolve_dead_letter(pool, consumer, row.event_id).await?;
+                consumers::resolve_dead_letters(pool, consumer, &[row.event_id]).await?;
                 tracing::info!(event_id = %row.event_id, consumer, "dead letter applied");
                 report.applied += 1;
             }

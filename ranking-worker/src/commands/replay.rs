@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::consumers;
 use crate::log::{self, LogPosition, ReplayFilter};
-use crate::ranking::{Ranking, SinkPosition, StoredPosition};
+use crate::ranking::{Ranking, SinkPosition, StoredPosition, SwapResult};
 
 /// Events read from Postgres and written to Redis per round trip.
 const PAGE: i64 = 1_000;
@@ -140,28 +140,45 @@ pub async fn rebuild(
     let fresh = ranking.begin_rebuild(redis).await?;
     let mut after = LogPosition::START;
     let mut report = ReplayReport::default();
-    loop {
+    let built = loop {
         let caught_up = for_each_page(pool, &all, (after, upto), &progress, async |events| {
             Ok(fresh.restore(redis, events).await?)
         })
-        .await?;
+        .await;
+        let caught_up = match caught_up {
+            Ok(caught_up) => caught_up,
+            Err(error) => break Err(error),
+        };
         report.matched += caught_up.matched;
         report.skipped += caught_up.skipped;
         let to = StoredPosition {
             log_id,
             position: upto,
         };
-        if let Some(size) = ranking.swap_in(redis, &fresh, &live, to).await? {
-            report.ranking_size = Some(size);
-            break;
+        match ranking.swap_in(redis, &fresh, &live, to).await? {
+            SwapResult::Swapped(size) => {
+                report.ranking_size = Some(size);
+                break Ok(());
+            }
+            SwapResult::RebuildLost => break Err(anyhow::anyhow!(
+                "Redis lost the rebuild while it ran (restarted?); nothing was swapped in, run it again"
+            )),
+            SwapResult::PositionMoved => {}
         }
         // The consumer moved on while the rebuild ran: add what it applied, then try again.
         after = upto;
         (_, live, upto) = passed(pool, redis, ranking).await?;
         if upto < after {
-            anyhow::bail!("the ranking's position went back during the rebuild (Redis lost data); run the rebuild again");
+            break Err(anyhow::anyhow!(
+                "the ranking's position went back during the rebuild (Redis lost data); run it again"
+            ));
         }
+    };
+    if built.is_err() {
+        // Best effort: a failed rebuild's keys are of no use to anyone.
+        let _ = fresh.discard(redis).await;
     }
+    built?;
     progress.finish_and_clear();
     Ok(report)
 }

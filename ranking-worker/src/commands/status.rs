@@ -10,6 +10,9 @@ use crate::consumers;
 use crate::log::{self, Lag, LogPosition, Retained};
 use crate::ranking::Ranking;
 
+/// The state shown when no instance holds a consumer.
+const NO_ACTIVE_INSTANCE: &str = "no active instance";
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub consumers: Vec<ConsumerStatus>,
@@ -32,7 +35,8 @@ pub struct ConsumerStatus {
     /// Postgres's mirror of it.
     pub mirror_position: LogPosition,
     pub lag: Lag,
-    /// running, paused or stopped, as the active instance last reported.
+    /// running, paused or stopped, as the active instance last reported; `no active instance`
+    /// when none holds the consumer (all stopped, or the last one died without saying so).
     pub state: String,
     pub detail: Option<String>,
     pub active_instance: Option<String>,
@@ -67,7 +71,11 @@ pub async fn status(
             dead_letters: consumers::count_dead_letters(pool, &row.name).await?,
             position,
             mirror_position: mirror,
-            state: row.state,
+            state: if crate::leadership::is_held(pool, &row.name).await? {
+                row.state
+            } else {
+                NO_ACTIVE_INSTANCE.to_owned()
+            },
             detail: row.detail,
             active_instance: row.active_instance,
             reported_at: row.updated_at,
@@ -93,14 +101,16 @@ impl std::fmt::Display for Status {
             };
             writeln!(f, "consumer {}", consumer.name)?;
             writeln!(f, "  state           {state}")?;
-            writeln!(
-                f,
-                "  active instance {}",
-                consumer.active_instance.as_deref().unwrap_or("-")
-            )?;
-            match consumer.position {
-                Some(position) => writeln!(f, "  position        {position}")?,
-                None => writeln!(f, "  position        none in Redis")?,
+            let instance = consumer.active_instance.as_deref().unwrap_or("-");
+            if consumer.state == NO_ACTIVE_INSTANCE {
+                writeln!(f, "  last active     {instance}")?;
+            } else {
+                writeln!(f, "  active instance {instance}")?;
+            }
+            match (consumer.position, &self.redis_error) {
+                (Some(position), _) => writeln!(f, "  position        {position}")?,
+                (None, Some(_)) => writeln!(f, "  position        unknown (Redis unreachable)")?,
+                (None, None) => writeln!(f, "  position        none in Redis")?,
             }
             writeln!(f, "  mirror          {}", consumer.mirror_position)?;
             writeln!(

@@ -275,13 +275,19 @@ pub fn free_port() -> u16 {
 pub struct PrivateRedis {
     pub port: u16,
     process: Option<Child>,
+    /// Its working directory: a replica's full sync writes an RDB file there even with
+    /// persistence off.
+    dir: std::path::PathBuf,
 }
 
 impl PrivateRedis {
     pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("private-redis-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
         let mut redis = Self {
             port: free_port(),
             process: None,
+            dir,
         };
         redis.restart();
         redis
@@ -293,6 +299,8 @@ impl PrivateRedis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed (scripts/test installs it)");
@@ -327,6 +335,7 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -190,3 +190,31 @@ async fn rebuild_swaps_atomically_while_a_reader_polls(
     );
     harness.assert_ranking_is(&events).await;
 }
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_rebuild_that_redis_lost_is_not_swapped_in(_: PgPoolOptions, database: PgConnectOptions) {
+    use ranking_worker::ranking::{SinkPosition, SwapResult};
+
+    let harness = Harness::new(database).await;
+    let events = relayed(&harness, 5).await;
+    let mut redis = harness.redis.clone();
+    let live = harness.ranking.position(&mut redis).await.unwrap();
+    let SinkPosition::Stored(to) = live else {
+        panic!("the consumer stored its position: {live:?}")
+    };
+    let fresh = harness.ranking.begin_rebuild(&mut redis).await.unwrap();
+    fresh.restore(&mut redis, &[&events[0]]).await.unwrap();
+    // Redis restarted mid-rebuild: the rebuild's keys are gone; what would be written after
+    // the restart is a fragment, not a ranking.
+    fresh.discard(&mut redis).await.unwrap();
+    fresh.restore(&mut redis, &[&events[1]]).await.unwrap();
+
+    let swapped = harness
+        .ranking
+        .swap_in(&mut redis, &fresh, &live, to)
+        .await
+        .unwrap();
+    assert_eq!(swapped, SwapResult::RebuildLost);
+    harness.assert_ranking_is(&events).await;
+    fresh.discard(&mut redis).await.unwrap();
+}
