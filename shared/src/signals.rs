@@ -23,6 +23,7 @@ pub async fn cancel_on_signal(token: CancellationToken) {
         _ = interrupt => {},
         _ = terminate => {},
     }
-    tracing::info!("shutdown requested");
+    // Cancel first: if logging fails (stdout and stderr both gone), shutdown still happens.
     token.cancel();
+    tracing::info!("shutdown requested");
 }
