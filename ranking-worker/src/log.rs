@@ -75,10 +75,15 @@ impl LogRow {
                 self.event_type, self.event_version
             ));
         }
-        // The error names the offending field's path, e.g. `schedule_id: invalid type`.
-        let deserializer = &mut serde_json::Deserializer::from_str(&self.payload);
-        let event: ConcertSoldOut = serde_path_to_error::deserialize(deserializer)
-            .map_err(|error| format!("undecodable payload: {error}"))?;
+        let event: ConcertSoldOut = serde_json::from_str(&self.payload).map_err(|_| {
+            // Decoded again for the error only: it names the offending field's path, e.g.
+            // `schedule_id: invalid type`.
+            let deserializer = &mut serde_json::Deserializer::from_str(&self.payload);
+            match serde_path_to_error::deserialize::<_, ConcertSoldOut>(deserializer) {
+                Err(error) => format!("undecodable payload: {error}"),
+                Ok(_) => "undecodable payload".to_owned(),
+            }
+        })?;
         if event.event_id != self.event_id {
             return Err(format!(
                 "payload event_id {} differs from the row's",

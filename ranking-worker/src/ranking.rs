@@ -189,15 +189,39 @@ impl From<&ConcertSoldOut> for Details {
     }
 }
 
-/// The script arguments for a batch: (member, score, details) per event. The score comes from
-/// the payload alone, so applying an event again can never change it.
-fn event_args(events: &[&ConcertSoldOut]) -> Vec<String> {
+/// One event's writes: its member, score and details. The score comes from the payload alone,
+/// so writing an event again can never change it.
+fn writes(event: &ConcertSoldOut) -> (String, String, String) {
+    (
+        member(event),
+        event.sold_out_seconds().to_string(),
+        // Serialising a struct of plain fields cannot fail.
+        serde_json::to_string(&Details::from(event)).unwrap_or_default(),
+    )
+}
+
+/// The apply script's arguments for a batch, laid out as Redis takes them so the script passes
+/// them on without building tables: (score, member) per event, then (member, details) per event.
+fn apply_args(events: &[&ConcertSoldOut]) -> Vec<String> {
+    let writes: Vec<_> = events.iter().map(|event| writes(event)).collect();
+    let mut args = Vec::with_capacity(events.len() * 4);
+    for (member, score, _) in &writes {
+        args.push(score.clone());
+        args.push(member.clone());
+    }
+    for (member, _, details) in writes {
+        args.push(member);
+        args.push(details);
+    }
+    args
+}
+
+/// The restore script's arguments: (member, score, details) per event.
+fn restore_args(events: &[&ConcertSoldOut]) -> Vec<String> {
     let mut args = Vec::with_capacity(events.len() * 3);
     for event in events {
-        args.push(member(event));
-        args.push(event.sold_out_seconds().to_string());
-        // Serialising a struct of plain fields cannot fail.
-        args.push(serde_json::to_string(&Details::from(*event)).unwrap_or_default());
+        let (member, score, details) = writes(event);
+        args.extend([member, score, details]);
     }
     args
 }
@@ -218,22 +242,20 @@ if count and not tonumber(count) then
 end
 "#;
 
-/// Writes (member, score, details) triples from ARGV[first] on: absolute writes, so writing an
-/// event again changes nothing. Batched commands, in chunks that stay within Lua's stack.
+/// Writes the events in ARGV[first..] (laid out by `apply_args`): absolute writes, so writing
+/// an event again changes nothing. Batched commands, in chunks that stay within Lua's stack
+/// (chunks of 1000 arguments keep (score, member) and (member, details) pairs together).
 const WRITE_EVENTS: &str = r#"
 local function write_events(first)
-  local scores, details = {}, {}
-  for i = first, #ARGV, 3 do
-    scores[#scores + 1] = ARGV[i + 1]
-    scores[#scores + 1] = ARGV[i]
-    details[#details + 1] = ARGV[i]
-    details[#details + 1] = ARGV[i + 2]
+  local count = (#ARGV - first + 1) / 4
+  local scores_end = first + 2 * count - 1
+  for i = first, scores_end, 1000 do
+    redis.call('ZADD', KEYS[1], unpack(ARGV, i, math.min(i + 999, scores_end)))
   end
-  for i = 1, #scores, 1000 do
-    redis.call('ZADD', KEYS[1], unpack(scores, i, math.min(i + 999, #scores)))
-    redis.call('HSET', KEYS[2], unpack(details, i, math.min(i + 999, #details)))
+  for i = scores_end + 1, #ARGV, 1000 do
+    redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
   end
-  return #scores / 2
+  return count
 end
 "#;
 
@@ -388,7 +410,7 @@ impl Ranking {
             invocation.key(key);
         }
         invocation.arg(from.expected()).arg(to.encode());
-        for arg in event_args(events) {
+        for arg in apply_args(events) {
             invocation.arg(arg);
         }
         let (applied, stored): (i64, String) = invocation.invoke_async(redis).await?;
@@ -414,7 +436,7 @@ impl Ranking {
         for key in self.keys.all() {
             invocation.key(key);
         }
-        for arg in event_args(events) {
+        for arg in restore_args(events) {
             invocation.arg(arg);
         }
         let flags: Vec<i64> = invocation.invoke_async(redis).await?;

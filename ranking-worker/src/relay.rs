@@ -16,6 +16,7 @@ use rand::Rng;
 use redis::aio::ConnectionManager;
 use shared::events::ConcertSoldOut;
 use sqlx::PgPool;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::consumers::{self, RANKING};
@@ -96,6 +97,9 @@ pub struct Relay {
     /// Whether this consumer has dead letters: those applied after all (a newer worker, an old
     /// relay's dead row, a heal re-applying a repaired event) are then resolved.
     dead_letters_recorded: bool,
+    /// While draining, the next batch is read while Redis applies this one: the read after the
+    /// position this batch ends at, started in the background.
+    prefetched: Option<(LogPosition, JoinHandle<sqlx::Result<Vec<LogRow>>>)>,
 }
 
 impl Relay {
@@ -116,6 +120,7 @@ impl Relay {
             mirrored: (LogPosition::START, Instant::now()),
             attempt: 1,
             dead_letters_recorded: false,
+            prefetched: None,
         })
     }
 
@@ -169,7 +174,7 @@ impl Relay {
             }
         };
         let start = from.in_log(log_id).unwrap_or(LogPosition::START);
-        let rows = log::read_after(&self.pool, start, self.settings.batch_size).await?;
+        let rows = self.read(start).await?;
         outcome.read = rows.len();
         if rows.len() < self.batch_size() {
             outcome.held_back = self.note_held_back().await?;
@@ -285,6 +290,35 @@ impl Relay {
             self.mirrored = (position, Instant::now());
         }
         Ok(())
+    }
+
+    /// The batch after `start`: the one read ahead if it starts there, else read now. A full
+    /// batch starts the read of the next one, which overlaps this batch's Redis script.
+    ///
+    /// Reading ahead is safe for the same reason reading is: every row it returns is below the
+    /// horizon, so no transaction can still add a row before the last one it returns.
+    async fn read(&mut self, start: LogPosition) -> Result<Vec<LogRow>, RelayError> {
+        let rows = match self.prefetched.take() {
+            Some((from, read)) if from == start => match read.await {
+                Ok(rows) => rows?,
+                Err(_aborted) => {
+                    log::read_after(&self.pool, start, self.settings.batch_size).await?
+                }
+            },
+            other => {
+                if let Some((_, read)) = other {
+                    read.abort();
+                }
+                log::read_after(&self.pool, start, self.settings.batch_size).await?
+            }
+        };
+        if let (true, Some(last)) = (rows.len() == self.batch_size(), rows.last()) {
+            let (pool, next, limit) =
+                (self.pool.clone(), last.position(), self.settings.batch_size);
+            let read = tokio::spawn(async move { log::read_after(&pool, next, limit).await });
+            self.prefetched = Some((next, read));
+        }
+        Ok(rows)
     }
 
     /// Whether committed rows wait behind an older open transaction; sets the gauge.
