@@ -1,17 +1,22 @@
 //! Drain and replay (figure 4) and scale (figure 5): how fast new events reach Redis, beside
-//! the bare read of the log that bounds any consumer of it.
+//! the bare read of the log that bounds any consumer of it, and beside graphile-worker.
 
 use std::time::{Duration, Instant};
 
-use ranking_worker::log::{self, LogPosition};
+use ranking_worker::log::{self, LogPosition, LogRow};
+use ranking_worker::ranking::{Ranking, RankingKeys, SinkPosition, StoredPosition};
+use shared::events::ConcertSoldOut;
 
-use super::report::Report;
-use super::setup::{ranking_key, Database, Env, Memory};
+use super::report::{round, Report};
+use super::setup::{cpu_time, ranking_key, Database, Env, Memory, RedisServer};
 
 const LIMIT: Duration = Duration::from_secs(600);
+/// The worker's default batch size.
 const BATCH: i64 = 200;
-/// graphile-worker's concurrency in its baseline: jobs in flight at once in its one process.
-const GRAPHILE_CONCURRENCY: u32 = 10;
+/// graphile-worker's settings, from its performance page: jobs in flight per instance (its pool
+/// is one more), and the local queue's size.
+const GRAPHILE_CONCURRENCY: u32 = 24;
+const GRAPHILE_LOCAL_QUEUE: u32 = 500;
 
 pub async fn drain(
     env: &Env,
@@ -19,34 +24,55 @@ pub async fn drain(
     events: i64,
 ) -> anyhow::Result<Vec<(String, Memory)>> {
     let mut memory = Vec::new();
-    let bare = bare_read(env, events, 0).await?;
-    let (rate, peak) = workers_drain(env, events, 0, 1, &[]).await?;
+    let bare = bare_read(env, events, BATCH).await?;
+    let run = worker_drain(env, events, 0, &[], None).await?;
     report.compare(
         &format!("drain {events} events, 1 worker"),
-        (rate, "events/s"),
-        "bare log read SQL, 1 loop",
+        (run.rate, "events/s"),
+        &format!("bare log read SQL (`log::read_after`, batches of {BATCH}), 1 loop"),
         (bare, "events/s"),
     );
-    memory.push(("ranking-worker draining".to_owned(), peak));
-    let graphile = graphile_worker(env, events).await?;
-    let (rate, _) = workers_drain(env, events, 0, 1, &[]).await?;
-    report.compare(
-        &format!("drain {events} events, 1 worker"),
-        (rate, "events/s"),
-        &format!("graphile-worker, {events} no-op jobs, concurrency {GRAPHILE_CONCURRENCY}"),
-        (graphile, "jobs/s"),
-    );
-    // Larger batches: fewer statements per event, but each Redis script runs longer.
-    let bare = bare_read(env, events, 0).await?;
-    let (rate, _) = workers_drain(env, events, 0, 1, &[("BATCH_SIZE", "1000")]).await?;
+    memory.push(("ranking-worker draining".to_owned(), run.memory));
+    for instances in [1, 2] {
+        let graphile = graphile_worker(env, events, instances).await?;
+        let run = worker_drain(env, events, 0, &[], None).await?;
+        let which = if instances == 1 {
+            "1 instance".to_owned()
+        } else {
+            format!("{instances} instances (one per core)")
+        };
+        report.compare(
+            &format!("drain {events} events, 1 worker"),
+            (run.rate, "events/s"),
+            &format!(
+                "graphile-worker, {events} no-op jobs, {which}, concurrency \
+                 {GRAPHILE_CONCURRENCY}, local queue {GRAPHILE_LOCAL_QUEUE}, batched completion"
+            ),
+            (graphile, "jobs/s"),
+        );
+    }
+    // Larger batches: fewer statements and scripts per event, but each script runs longer.
+    let bare = bare_read(env, events, 1_000).await?;
+    let run = worker_drain(env, events, 0, &[("BATCH_SIZE", "1000")], None).await?;
     report.compare(
         &format!("drain {events} events, 1 worker, BATCH_SIZE=1000"),
-        (rate, "events/s"),
-        &format!("bare log read SQL (batches of {BATCH}), 1 loop"),
+        (run.rate, "events/s"),
+        "bare log read SQL (batches of 1000), 1 loop",
         (bare, "events/s"),
     );
+    // The worker's per-event log line ("event applied", JSON to stdout) off, beside a drain
+    // with it.
+    let quiet = worker_drain(env, events, 0, &[("RUST_LOG", "warn")], None).await?;
+    let run = worker_drain(env, events, 0, &[], None).await?;
+    report.compare(
+        &format!("drain {events} events, 1 worker, RUST_LOG=warn (no per-event log line)"),
+        (quiet.rate, "events/s"),
+        "the same with the default log level",
+        (run.rate, "events/s"),
+    );
+    where_time_goes(env, report, events).await?;
     let rebuild = rebuild(env, events).await?;
-    let bare = bare_read(env, events, 0).await?;
+    let bare = bare_read(env, events, BATCH).await?;
     report.compare(
         &format!("replay --rebuild of {events} events"),
         (rebuild, "events/s"),
@@ -56,20 +82,68 @@ pub async fn drain(
     Ok(memory)
 }
 
-/// Figure 5: the same drain with `retained` older rows kept in the log, vs none.
+/// Where the drain's time goes, two ways. The worker's own steps in one loop in this process,
+/// each timed (the Postgres read, the decoding, the Redis script), without its per-event log
+/// line and metrics; and the worker itself draining into a private Redis, with the CPU time of
+/// the worker, of its Postgres sessions and of Redis, and Redis's own count of script time.
+async fn where_time_goes(env: &Env, report: &mut Report, events: i64) -> anyhow::Result<()> {
+    let steps = steps(env, events).await?;
+    let batches = steps.batches.max(1) as f64;
+    let ms = |total: Duration| total.as_secs_f64() * 1000.0 / batches;
+    let bare = bare_read(env, events, BATCH).await?;
+    report.compare(
+        &format!(
+            "the worker's steps in one loop, no log lines (loadgen), per batch of {BATCH}: \
+             read {:.2} ms, decode {:.2} ms, apply script {:.2} ms",
+            ms(steps.read),
+            ms(steps.decode),
+            ms(steps.apply)
+        ),
+        (steps.rate, "events/s"),
+        "bare log read SQL, 1 loop",
+        (bare, "events/s"),
+    );
+
+    let redis = RedisServer::start(&env.work_dir)?;
+    let run = worker_drain(env, events, 0, &[], Some(&redis)).await?;
+    let wall = run.took.as_secs_f64();
+    let redis_cpu = run.redis_cpu.as_secs_f64();
+    let (calls, usec) = run.scripts;
+    drop(redis);
+    report.figure(
+        &format!("drain {events} events, 1 worker, private Redis: where the time goes"),
+        format!(
+            "{} events/s in {wall:.2} s; CPU: worker {:.2} s, its Postgres sessions {:.2} s, \
+             Redis {redis_cpu:.2} s ({calls} scripts, {:.0} µs each inside Redis, {:.2} s)",
+            round(run.rate),
+            run.worker_cpu.as_secs_f64(),
+            run.postgres_cpu.as_secs_f64(),
+            usec as f64 / calls.max(1) as f64,
+            usec as f64 / 1e6,
+        ),
+    );
+    Ok(())
+}
+
+/// Figure 5: the same drain with `retained` older rows kept in the log, vs none. Each is run
+/// twice, alternately, and the faster of the two kept: a 5% difference is within what one run
+/// on a shared 2-core machine drifts.
 pub async fn scale(
     env: &Env,
     report: &mut Report,
     events: i64,
     retained: i64,
 ) -> anyhow::Result<()> {
-    let (empty_rate, _) = workers_drain(env, events, 0, 1, &[]).await?;
-    let (retained_rate, _) = workers_drain(env, events, retained, 1, &[]).await?;
+    let (mut empty, mut kept) = (Duration::MAX, Duration::MAX);
+    for _ in 0..2 {
+        empty = empty.min(worker_drain(env, events, 0, &[], None).await?.took);
+        kept = kept.min(worker_drain(env, events, retained, &[], None).await?.took);
+    }
     report.compare(
-        &format!("drain {events} events with {retained} older rows retained"),
-        (retained_rate, "events/s"),
-        "none retained",
-        (empty_rate, "events/s"),
+        &format!("drain {events} events with {retained} older rows retained, time (best of 2)"),
+        (kept.as_secs_f64(), "s"),
+        "none retained (best of 2)",
+        (empty.as_secs_f64(), "s"),
     );
     let empty_read = read_cost(env, events, 0).await?;
     let retained_read = read_cost(env, events, retained).await?;
@@ -89,70 +163,190 @@ async fn prepared(
     events: i64,
     retained: i64,
     key: &str,
+    redis_url: &str,
 ) -> anyhow::Result<Database> {
     let database = env.fresh_database(name).await?;
     if retained > 0 {
         database.fill(1, retained).await?;
-        database.mark_passed(&env.redis_url, key).await?;
+        database.mark_passed(redis_url, key).await?;
     }
     database.fill(retained + 1, events).await?;
     Ok(database)
 }
 
-/// Events/s for `workers` ranking-worker processes (default settings) draining the backlog, and
-/// the largest peak RSS among them.
-async fn workers_drain(
+/// One drain by one `ranking-worker run`.
+struct DrainRun {
+    rate: f64,
+    took: Duration,
+    /// Its peak RSS.
+    memory: Memory,
+    /// CPU time of the worker process, and of its Postgres sessions.
+    worker_cpu: Duration,
+    postgres_cpu: Duration,
+    /// With a private Redis: its CPU time during the drain, and its (calls, µs) of scripts.
+    redis_cpu: Duration,
+    scripts: (u64, u64),
+}
+
+/// One ranking-worker process (default settings but `settings`) draining `events` new rows,
+/// timed from its start until Redis holds the position of the last row. Into the shared Redis,
+/// or into `private`, whose CPU and script time it then reports.
+async fn worker_drain(
     env: &Env,
     events: i64,
     retained: i64,
-    workers: u16,
     settings: &[(&str, &str)],
-) -> anyhow::Result<(f64, Memory)> {
+    private: Option<&RedisServer>,
+) -> anyhow::Result<DrainRun> {
     let key = ranking_key("drain");
-    let database = prepared(env, "bench_drain", events, retained, &key).await?;
-    let started = Instant::now();
-    let mut services = Vec::new();
-    for n in 0..workers {
-        let log = env.work_dir.join(format!("drain-worker-{n}.log"));
-        services.push(env.spawn_worker(&database, &key, 18_081 + n, settings, &log)?);
-    }
-    let took = database.wait_drained(started, LIMIT).await?;
-    let mut peak = Memory {
-        current_mib: 0.0,
-        peak_mib: 0.0,
+    let redis_url = private.map_or(env.redis_url.clone(), RedisServer::url);
+    let database = prepared(env, "bench_drain", events, retained, &key, &redis_url).await?;
+    let redis_before = match private {
+        Some(redis) => (
+            redis.pid().map_or(Ok(Duration::ZERO), cpu_time)?,
+            script_stats(redis)?,
+        ),
+        None => (Duration::ZERO, (0, 0)),
     };
-    for service in services {
-        let memory = service.memory()?;
-        peak.peak_mib = peak.peak_mib.max(memory.peak_mib);
-        peak.current_mib = peak.current_mib.max(memory.current_mib);
-        service.stop()?;
-    }
+    let started = Instant::now();
+    let log = env.work_dir.join("drain-worker.log");
+    let worker_env = Env {
+        redis_url: redis_url.clone(),
+        ..env.clone()
+    };
+    let worker = worker_env.spawn_worker(&database, &key, 18_081, settings, &log)?;
+    let took = database
+        .wait_applied(&redis_url, &key, started, LIMIT)
+        .await?;
+    let (redis_cpu, scripts) = match private {
+        Some(redis) => {
+            let cpu = redis.pid().map_or(Ok(Duration::ZERO), cpu_time)?;
+            let (calls, usec) = script_stats(redis)?;
+            (
+                cpu.saturating_sub(redis_before.0),
+                (calls - redis_before.1 .0, usec - redis_before.1 .1),
+            )
+        }
+        None => (Duration::ZERO, (0, 0)),
+    };
+    let postgres_cpu = postgres_sessions_cpu(&database).await?;
+    let worker_cpu = worker.cpu()?;
+    let memory = worker.memory()?;
+    worker.stop()?;
     database.drop_now().await?;
-    Ok((events as f64 / took.as_secs_f64(), peak))
+    Ok(DrainRun {
+        rate: events as f64 / took.as_secs_f64(),
+        took,
+        memory,
+        worker_cpu,
+        postgres_cpu,
+        redis_cpu,
+        scripts,
+    })
 }
 
-/// Events/s for the consumer's own read statement in one loop, without Redis: the ceiling the
-/// database sets for any consumer of this log.
-async fn bare_read(env: &Env, events: i64, retained: i64) -> anyhow::Result<f64> {
-    let database = prepared(env, "bench_bare", events, retained, &ranking_key("bare")).await?;
+/// Scripts Redis has run: (calls, µs inside Redis), EVALSHA and EVAL together.
+fn script_stats(redis: &RedisServer) -> anyhow::Result<(u64, u64)> {
+    let (sha_calls, sha_usec) = redis.command_stats("evalsha")?;
+    let (calls, usec) = redis.command_stats("eval")?;
+    Ok((sha_calls + calls, sha_usec + usec))
+}
+
+/// CPU time of the ranking-worker's Postgres sessions on `database` (its pool, its advisory
+/// lock's session and its LISTEN connection), from /proc: they are processes of this machine.
+async fn postgres_sessions_cpu(database: &Database) -> anyhow::Result<Duration> {
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'ranking-worker'",
+    )
+    .fetch_all(&database.pool)
+    .await?;
+    Ok(pids
+        .into_iter()
+        .filter_map(|pid| cpu_time(pid as u32).ok())
+        .sum())
+}
+
+/// Events/s for the consumer's own read statement in one loop, `batch` rows at a time, without
+/// Redis: the ceiling the database sets for any consumer reading this log this way.
+async fn bare_read(env: &Env, events: i64, batch: i64) -> anyhow::Result<f64> {
+    let key = ranking_key("bare");
+    let database = prepared(env, "bench_bare", events, 0, &key, &env.redis_url).await?;
     let started = Instant::now();
     let (mut position, mut read) = (LogPosition::START, 0);
     loop {
-        let rows = log::read_after(&database.pool, position, BATCH).await?;
+        let rows = log::read_after(&database.pool, position, batch).await?;
         let Some(last) = rows.last() else { break };
         position = last.position();
         read += rows.len() as i64;
     }
     let took = started.elapsed();
-    anyhow::ensure!(read == events + retained, "the bare loop read {read} rows");
+    anyhow::ensure!(read == events, "the bare loop read {read} rows");
     database.drop_now().await?;
     Ok(events as f64 / took.as_secs_f64())
+}
+
+/// The worker's steps in one loop, each timed.
+struct Steps {
+    rate: f64,
+    batches: u64,
+    read: Duration,
+    decode: Duration,
+    apply: Duration,
+}
+
+/// The consumer's loop without the consumer: read a batch after the position
+/// (`log::read_after`), decode it, apply it with the position's move (the worker's apply
+/// script), one after the other, as the worker does; no log lines, no metrics, no mirror.
+async fn steps(env: &Env, events: i64) -> anyhow::Result<Steps> {
+    let key = ranking_key("steps");
+    let database = prepared(env, "bench_steps", events, 0, &key, &env.redis_url).await?;
+    let ranking = Ranking::new(RankingKeys::parse(&key).map_err(anyhow::Error::msg)?);
+    let mut redis = ranking_worker::redis_conn::connect(&env.redis_url)?;
+    let log_id = log::log_id(&database.pool).await?;
+    let mut steps = Steps {
+        rate: 0.0,
+        batches: 0,
+        read: Duration::ZERO,
+        decode: Duration::ZERO,
+        apply: Duration::ZERO,
+    };
+    let (mut from, mut position) = (SinkPosition::Missing, LogPosition::START);
+    let started = Instant::now();
+    loop {
+        let at = Instant::now();
+        let rows = log::read_after(&database.pool, position, BATCH).await?;
+        steps.read += at.elapsed();
+        let Some(last) = rows.last().map(LogRow::position) else {
+            break;
+        };
+        let at = Instant::now();
+        let decoded: Vec<ConcertSoldOut> = rows
+            .iter()
+            .map(LogRow::decode_sold_out)
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?;
+        let batch: Vec<&ConcertSoldOut> = decoded.iter().collect();
+        steps.decode += at.elapsed();
+        let to = StoredPosition {
+            log_id,
+            position: last,
+        };
+        let at = Instant::now();
+        ranking.apply(&mut redis, &from, to, &batch).await?;
+        steps.apply += at.elapsed();
+        (from, position) = (SinkPosition::Stored(to), last);
+        steps.batches += 1;
+    }
+    steps.rate = events as f64 / started.elapsed().as_secs_f64();
+    database.drop_now().await?;
+    Ok(steps)
 }
 
 /// Mean milliseconds per read of `BATCH` rows after the retained ones, while reading `events`.
 async fn read_cost(env: &Env, events: i64, retained: i64) -> anyhow::Result<f64> {
     let key = ranking_key("read");
-    let database = prepared(env, "bench_read", events, retained, &key).await?;
+    let database = prepared(env, "bench_read", events, retained, &key, &env.redis_url).await?;
     let mirror = ranking_worker::consumers::get(&database.pool, ranking_worker::consumers::RANKING)
         .await?
         .position();
@@ -194,14 +388,17 @@ async fn rebuild(env: &Env, events: i64) -> anyhow::Result<f64> {
 }
 
 /// Jobs/s for graphile-worker draining `jobs` no-op jobs on a fresh database of the same
-/// Postgres (loadgen/graphile-worker/drain.js; scripts/bench installs it).
-async fn graphile_worker(env: &Env, jobs: i64) -> anyhow::Result<f64> {
+/// Postgres, with `instances` worker processes (loadgen/graphile-worker/drain.js; scripts/bench
+/// installs it).
+async fn graphile_worker(env: &Env, jobs: i64, instances: u32) -> anyhow::Result<f64> {
     let database = env.fresh_database("bench_graphile").await?;
     let output = std::process::Command::new("node")
         .arg("loadgen/graphile-worker/drain.js")
         .arg(&database.url)
         .arg(jobs.to_string())
         .arg(GRAPHILE_CONCURRENCY.to_string())
+        .arg(instances.to_string())
+        .arg(GRAPHILE_LOCAL_QUEUE.to_string())
         .output()?;
     anyhow::ensure!(
         output.status.success(),

@@ -2,6 +2,7 @@
 //! run on the same Postgres and Redis. Run by scripts/bench against the release binaries.
 
 mod drain;
+mod failover;
 mod latency;
 mod payments;
 mod report;
@@ -53,6 +54,8 @@ enum Figure {
     Latency,
     Drain,
     Scale,
+    Takeover,
+    Heal,
 }
 
 /// The sizes the figures are defined with, or small ones for `--quick`.
@@ -63,9 +66,14 @@ struct Sizes {
     rush_buyers: usize,
     latency_rate: u32,
     latency_seconds: u32,
+    /// Payment clients beside the LISTEN latency figure.
+    latency_payments: usize,
     drain_events: i64,
     scale_events: i64,
     scale_retained: i64,
+    takeovers: usize,
+    heal_events: i64,
+    heals: usize,
 }
 
 impl Sizes {
@@ -78,9 +86,13 @@ impl Sizes {
                 rush_buyers: 50,
                 latency_rate: 50,
                 latency_seconds: 2,
+                latency_payments: 4,
                 drain_events: 5_000,
                 scale_events: 2_000,
                 scale_retained: 20_000,
+                takeovers: 2,
+                heal_events: 1_000,
+                heals: 2,
             }
         } else {
             Self {
@@ -90,9 +102,13 @@ impl Sizes {
                 rush_buyers: 500,
                 latency_rate: 200,
                 latency_seconds: 10,
+                latency_payments: 8,
                 drain_events: 200_000,
-                scale_events: 50_000,
+                scale_events: 200_000,
                 scale_retained: 1_000_000,
+                takeovers: 10,
+                heal_events: 10_000,
+                heals: 5,
             }
         }
     }
@@ -131,16 +147,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 label: "LISTEN/NOTIFY (poll 1 s as fallback)",
                 notify: true,
                 poll_interval_ms: 1_000,
+                payments_beside: None,
+            },
+            Wakeup {
+                label: "LISTEN/NOTIFY (poll 1 s as fallback)",
+                notify: true,
+                poll_interval_ms: 1_000,
+                payments_beside: Some(sizes.latency_payments),
             },
             Wakeup {
                 label: "poll only, every 1 s (the default interval)",
                 notify: false,
                 poll_interval_ms: 1_000,
+                payments_beside: None,
             },
             Wakeup {
                 label: "poll only, every 100 ms",
                 notify: false,
                 poll_interval_ms: 100,
+                payments_beside: None,
             },
         ]
     } else {
@@ -155,13 +180,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             &wakeup,
         )
         .await?;
+        let beside = if wakeup.payments_beside.is_some() {
+            ", payments beside it"
+        } else {
+            ""
+        };
         memory.push((
             format!(
-                "ranking-worker at {}/s, {}",
+                "ranking-worker at {}/s, {}{beside}",
                 sizes.latency_rate, wakeup.label
             ),
             peak,
         ));
+    }
+
+    if wanted(Figure::Latency) {
+        latency::horizon(
+            &env,
+            &mut report,
+            sizes.latency_rate,
+            sizes.latency_seconds,
+            sizes.latency_payments,
+        )
+        .await?;
     }
 
     if wanted(Figure::Drain) {
@@ -172,8 +213,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("scale (figure 5)");
         drain::scale(&env, &mut report, sizes.scale_events, sizes.scale_retained).await?;
     }
+    if wanted(Figure::Takeover) {
+        println!("takeover (figure 6)");
+        failover::takeover(&env, &mut report, sizes.takeovers).await?;
+    }
+    if wanted(Figure::Heal) {
+        println!("heal (figure 7)");
+        failover::heal(&env, &mut report, sizes.heal_events, sizes.heals).await?;
+    }
 
-    println!("memory (figure 6)");
+    println!("memory (figure 8)");
     for (what, memory) in &memory {
         report.figure(
             &format!("RSS: {what}"),

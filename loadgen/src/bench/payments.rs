@@ -11,7 +11,7 @@ use chrono::Utc;
 use payment_svc::domain::Role;
 
 use super::report::Report;
-use super::setup::{percentile, Env, Memory};
+use super::setup::{percentile, Database, Env, Memory, Service};
 use crate::api::{Api, NewSchedule, Tokens};
 use crate::buyers::{sell_out, Sale};
 
@@ -36,63 +36,13 @@ pub async fn payments(
         PORT,
         &env.work_dir.join("payment-svc.log"),
     )?;
-    let api = Api::new(&format!("http://127.0.0.1:{PORT}"), "http://127.0.0.1:1");
-    let tokens = Tokens::new(JWT_SECRET)?;
-    let admin = tokens.caller(1, Role::Admin)?;
-    let most = clients.iter().copied().max().unwrap_or(1);
-    let schedules: Vec<NewSchedule> = (0..most)
-        .map(|_| NewSchedule {
-            starts_at: Utc::now() + chrono::Duration::days(30),
-            sale_starts_at: Utc::now() - chrono::Duration::hours(1),
-            seat_count: 100_000,
-            price: 1,
-        })
-        .collect();
-    // One schedule per client; a concert holds at most 100.
-    let mut schedule_ids = Vec::new();
-    for chunk in schedules.chunks(100) {
-        let concert = api
-            .create_concert(&admin, "Payments benchmark", chunk)
-            .await?;
-        schedule_ids.extend(concert.schedules.iter().map(|s| s.schedule_id));
-    }
+    let shop = Shop::open(PORT, clients.iter().copied().max().unwrap_or(1)).await?;
     let pgbench = PgBench::prepare(env)?;
 
     for (round, &count) in clients.iter().enumerate() {
-        let stop = Arc::new(AtomicBool::new(false));
-        let runs = (0..count).map(|client| {
-            let (api, stop) = (api.clone(), stop.clone());
-            let schedule_id = schedule_ids[client];
-            // Fresh users each round, and seats no earlier round used.
-            let buyer = tokens.caller(1_000 * (round as i64 + 1) + client as i64 + 2, Role::User);
-            let first_seat = SEATS_PER_ROUND * round as i64;
-            tokio::spawn(async move {
-                let buyer = buyer?;
-                api.charge(&buyer, 2_000_000).await?;
-                let mut latencies = Vec::new();
-                let mut seat = first_seat;
-                while !stop.load(Ordering::Relaxed) {
-                    seat += 1;
-                    anyhow::ensure!(
-                        seat <= first_seat + SEATS_PER_ROUND,
-                        "a client ran out of seats"
-                    );
-                    let started = Instant::now();
-                    let reservation = api.hold(&buyer, schedule_id, seat).await?;
-                    api.pay(&buyer, reservation.reservation_id).await?;
-                    latencies.push(started.elapsed().as_secs_f64() * 1000.0);
-                }
-                anyhow::Ok(latencies)
-            })
-        });
-        let runs: Vec<_> = runs.collect();
+        let load = shop.start(count, round);
         tokio::time::sleep(Duration::from_secs(seconds)).await;
-        stop.store(true, Ordering::Relaxed);
-        let mut latencies = Vec::new();
-        for run in futures::future::join_all(runs).await {
-            latencies.extend(run??);
-        }
-        latencies.sort_by(f64::total_cmp);
+        let latencies = load.finish().await?;
         let rate = latencies.len() as f64 / seconds as f64;
         // The server's max_connections (100 by default) leaves room for 64 pgbench clients
         // beside the service's pool; HTTP clients beyond that queue for the pool anyway.
@@ -113,6 +63,136 @@ pub async fn payments(
     service.stop()?;
     database.drop_now().await?;
     Ok(memory)
+}
+
+/// The payments load beside another figure: a payment-svc of its own on `database` and
+/// `clients` clients paying until [`Beside::finish`].
+pub struct Beside {
+    service: Service,
+    load: Load,
+    started: Instant,
+}
+
+impl Beside {
+    pub async fn start(
+        env: &Env,
+        database: &Database,
+        clients: usize,
+        port: u16,
+    ) -> anyhow::Result<Self> {
+        let service = env.spawn_payment_svc(
+            database,
+            JWT_SECRET,
+            port,
+            &env.work_dir.join("payment-svc-beside.log"),
+        )?;
+        let shop = Shop::open(port, clients).await?;
+        let load = shop.start(clients, 0);
+        Ok(Self {
+            service,
+            load,
+            started: Instant::now(),
+        })
+    }
+
+    /// Stops the clients and the service; payments per second while it ran.
+    pub async fn finish(self) -> anyhow::Result<f64> {
+        let latencies = self.load.finish().await?;
+        let rate = latencies.len() as f64 / self.started.elapsed().as_secs_f64();
+        self.service.stop()?;
+        Ok(rate)
+    }
+}
+
+/// A payment-svc with one schedule of ample seats per client, and the tokens to use it.
+struct Shop {
+    api: Api,
+    tokens: Tokens,
+    schedule_ids: Vec<i64>,
+}
+
+impl Shop {
+    async fn open(port: u16, clients: usize) -> anyhow::Result<Self> {
+        let api = Api::new(&format!("http://127.0.0.1:{port}"), "http://127.0.0.1:1");
+        let tokens = Tokens::new(JWT_SECRET)?;
+        let admin = tokens.caller(1, Role::Admin)?;
+        let schedules: Vec<NewSchedule> = (0..clients)
+            .map(|_| NewSchedule {
+                starts_at: Utc::now() + chrono::Duration::days(30),
+                sale_starts_at: Utc::now() - chrono::Duration::hours(1),
+                seat_count: 100_000,
+                price: 1,
+            })
+            .collect();
+        // One schedule per client; a concert holds at most 100.
+        let mut schedule_ids = Vec::new();
+        for chunk in schedules.chunks(100) {
+            let concert = api
+                .create_concert(&admin, "Payments benchmark", chunk)
+                .await?;
+            schedule_ids.extend(concert.schedules.iter().map(|s| s.schedule_id));
+        }
+        Ok(Self {
+            api,
+            tokens,
+            schedule_ids,
+        })
+    }
+
+    /// `count` clients looping hold → pay, each a fresh user on its own schedule, on seats no
+    /// earlier `round` used.
+    fn start(&self, count: usize, round: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let runs = (0..count)
+            .map(|client| {
+                let (api, stop) = (self.api.clone(), stop.clone());
+                let schedule_id = self.schedule_ids[client];
+                let buyer = self
+                    .tokens
+                    .caller(1_000 * (round as i64 + 1) + client as i64 + 2, Role::User);
+                let first_seat = SEATS_PER_ROUND * round as i64;
+                tokio::spawn(async move {
+                    let buyer = buyer?;
+                    api.charge(&buyer, 2_000_000).await?;
+                    let mut latencies = Vec::new();
+                    let mut seat = first_seat;
+                    while !stop.load(Ordering::Relaxed) {
+                        seat += 1;
+                        anyhow::ensure!(
+                            seat <= first_seat + SEATS_PER_ROUND,
+                            "a client ran out of seats"
+                        );
+                        let started = Instant::now();
+                        let reservation = api.hold(&buyer, schedule_id, seat).await?;
+                        api.pay(&buyer, reservation.reservation_id).await?;
+                        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    anyhow::Ok(latencies)
+                })
+            })
+            .collect();
+        Load { stop, runs }
+    }
+}
+
+/// Clients paying until [`Load::finish`].
+struct Load {
+    stop: Arc<AtomicBool>,
+    runs: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<f64>>>>,
+}
+
+impl Load {
+    /// Stops the clients (each finishes the payment in hand); every payment's latency in ms,
+    /// sorted.
+    async fn finish(self) -> anyhow::Result<Vec<f64>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut latencies = Vec::new();
+        for run in futures::future::join_all(self.runs).await {
+            latencies.extend(run??);
+        }
+        latencies.sort_by(f64::total_cmp);
+        Ok(latencies)
+    }
 }
 
 /// The last-seat rush: `buyers` concurrent buyers for one schedule of `seats` seats. Seats/s is

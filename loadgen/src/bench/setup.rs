@@ -140,6 +140,9 @@ impl Database {
         sqlx::query("VACUUM ANALYZE outbox")
             .execute(&self.pool)
             .await?;
+        // The fill's dirty pages are written now, not by a checkpoint in the middle of the
+        // figure that follows.
+        sqlx::query("CHECKPOINT").execute(&self.pool).await?;
         Ok(())
     }
 
@@ -169,24 +172,45 @@ impl Database {
         Ok(())
     }
 
-    /// Rows the ranking consumer has not passed yet, by Postgres's mirror of its position.
-    pub async fn unfinished(&self) -> anyhow::Result<i64> {
-        let mirror = consumers::get(&self.pool, consumers::RANKING)
-            .await?
-            .position();
-        Ok(log::lag(&self.pool, mirror).await?.events)
+    /// The position of the log's last row (the start if it has none).
+    pub async fn last_position(&self) -> anyhow::Result<LogPosition> {
+        Ok(sqlx::query_as::<_, (i64, i64)>(
+            "SELECT tx_id::text::bigint, seq FROM outbox
+             ORDER BY outbox.tx_id DESC, outbox.seq DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .map_or(LogPosition::START, |(tx_id, seq)| LogPosition {
+            tx_id,
+            seq,
+        }))
     }
 
-    /// Waits until every row is processed; how long that took from `since`.
-    pub async fn wait_drained(&self, since: Instant, limit: Duration) -> anyhow::Result<Duration> {
+    /// Waits until the ranking `key` in Redis has applied every row in the log now, read from
+    /// the position Redis stores with the effect (one GET every 5 ms: nothing that competes
+    /// with the drain); how long that took from `since`.
+    pub async fn wait_applied(
+        &self,
+        redis_url: &str,
+        key: &str,
+        since: Instant,
+        limit: Duration,
+    ) -> anyhow::Result<Duration> {
+        let last = self.last_position().await?;
+        let log_id = log::log_id(&self.pool).await?;
+        let ranking = Ranking::new(RankingKeys::parse(key).map_err(anyhow::Error::msg)?);
+        let mut redis = ranking_worker::redis_conn::connect(redis_url)?;
         loop {
-            if self.unfinished().await? == 0 {
-                return Ok(since.elapsed());
+            // A Redis being restarted (the heal figure) is an error here, not the end.
+            if let Ok(stored) = ranking.position(&mut redis).await {
+                if stored.in_log(log_id).is_some_and(|at| at >= last) {
+                    return Ok(since.elapsed());
+                }
             }
             if since.elapsed() > limit {
                 bail!("not drained after {limit:?}");
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
@@ -246,9 +270,167 @@ impl Service {
         })
     }
 
+    /// CPU time the process has used so far (user + system), from /proc.
+    pub fn cpu(&self) -> anyhow::Result<Duration> {
+        cpu_time(self.pid())
+    }
+
     /// SIGTERM, then wait: the services' clean shutdown.
     pub fn stop(mut self) -> anyhow::Result<()> {
         terminate(&mut self.child)
+    }
+
+    /// SIGKILL, then wait: a crash, with no chance to clean up.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+/// CPU time (user + system) process `pid` has used so far, from /proc/PID/stat.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    // utime and stime: fields 14 and 15 of the line, indices 11 and 12 after the name.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .map(|&i| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    // USER_HZ is 100 on Linux.
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+/// A `redis-server` of a benchmark's own, on a free port, without persistence: one the
+/// benchmark may kill and restart empty (never the shared one of `REDIS_URL`). Killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one on the first free port from 16379 on, working in `dir`.
+    pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        let port = (16_379..16_479)
+            .find(|&port| std::net::TcpStream::connect(("127.0.0.1", port)).is_err())
+            .context("no free port for a private redis-server in 16379..16479")?;
+        let mut server = Self {
+            port,
+            dir: dir.to_owned(),
+            child: None,
+        };
+        server.launch()?;
+        Ok(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server (is it installed?)")?;
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            if self.command(&["PING"]).is_ok_and(|reply| reply == "PONG") {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!(
+                    "redis-server on port {} did not answer within 10 s",
+                    self.port
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// SIGKILL: everything it held is gone (it persists nothing).
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts it again on the same port, empty; returns once it answers PING.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill()?;
+        self.launch()
+    }
+
+    /// `INFO commandstats` line of `command`: (calls, microseconds in total).
+    pub fn command_stats(&self, command: &str) -> anyhow::Result<(u64, u64)> {
+        let info = self.command(&["INFO", "commandstats"])?;
+        let line = info
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:")))
+            .unwrap_or("");
+        let field = |name: &str| -> u64 {
+            line.split(',')
+                .find_map(|pair| pair.strip_prefix(name))
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((field("calls="), field("usec=")))
+    }
+
+    /// One command over a connection of its own; its reply as text (status, integer or bulk
+    /// string; a nil is empty). Enough RESP for what the benchmarks ask.
+    pub fn command(&self, args: &[&str]) -> anyhow::Result<String> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes())?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        match line.split_at_checked(1) {
+            Some(("+" | ":", rest)) => Ok(rest.to_owned()),
+            Some(("$", "-1")) => Ok(String::new()),
+            Some(("$", length)) => {
+                let mut bulk = vec![0; length.parse::<usize>()? + 2];
+                reader.read_exact(&mut bulk)?;
+                bulk.truncate(bulk.len() - 2);
+                Ok(String::from_utf8(bulk)?)
+            }
+            _ => bail!("redis-server on port {}: {line}", self.port),
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.kill();
     }
 }
 
