@@ -38,6 +38,21 @@ pub enum Command {
     DeadLetters(DeadLettersCommand),
     /// Print the ranking, fastest sell-out first.
     Top(TopArgs),
+    /// Exit 0 if the worker on RANKING_HTTP_ADDR is ready (its /readyz), else 1: for a
+    /// container's HEALTHCHECK.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The address the worker listens on; a wildcard address is asked on loopback.
+    #[arg(
+        long,
+        env = "RANKING_HTTP_ADDR",
+        value_name = "RANKING_HTTP_ADDR",
+        default_value = "0.0.0.0:8081"
+    )]
+    pub http_addr: SocketAddr,
 }
 
 /// How to reach Redis and which ranking to use.

@@ -32,6 +32,8 @@ pub struct HttpState {
 
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_LIMIT: i64 = 100;
+/// Deeper pages are no use to a reader, and an offset near i64::MAX overflows Redis's range.
+const MAX_OFFSET: i64 = 100_000;
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
@@ -74,8 +76,10 @@ async fn sold_out_ranking(
             "limit must be between 1 and {MAX_LIMIT}, got {limit}"
         ));
     }
-    if offset < 0 {
-        return malformed(format!("offset must not be negative, got {offset}"));
+    if !(0..=MAX_OFFSET).contains(&offset) {
+        return malformed(format!(
+            "offset must be between 0 and {MAX_OFFSET}, got {offset}"
+        ));
     }
     let mut redis = state.redis.clone();
     match state

@@ -96,6 +96,12 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                     .await?;
             println!("{report}");
         }
+        Command::Healthcheck(args) => {
+            if let Err(why) = shared::healthcheck::check_ready(args.http_addr).await {
+                eprintln!("unhealthy: {why}");
+                std::process::exit(1);
+            }
+        }
         Command::Top(args) => {
             shared::telemetry::init_for_commands(cli.log.log_format);
             let (mut redis, ranking) = connect_ranking(&args.redis)?;

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod healthcheck;
 pub mod metrics;
 pub mod outbox;
 pub mod problem;

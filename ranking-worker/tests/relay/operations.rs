@@ -26,6 +26,8 @@ async fn bad_ranking_parameters_are_400_problems(_: PgPoolOptions, database: PgC
         "limit=ten",
         "offset=-1",
         "offset=x",
+        "offset=100001",
+        "offset=100000000000000000",
         "sort=asc",
     ] {
         let response = client
@@ -178,4 +180,42 @@ fn bad_settings_are_one_line_errors_naming_them() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(setting), "{setting} not named in {stderr}");
     }
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn healthcheck_exits_0_only_when_the_worker_is_ready(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let base = harness
+        .start_worker(Duration::from_millis(50), &shutdown)
+        .await;
+    let addr = base.trim_start_matches("http://").to_owned();
+    let check = |addr: String| {
+        Command::new(env!("CARGO_BIN_EXE_ranking-worker"))
+            .arg("healthcheck")
+            .env_clear()
+            .env("RANKING_HTTP_ADDR", addr)
+            .output()
+            .unwrap()
+    };
+    let ready = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || check(addr)
+    })
+    .await
+    .unwrap();
+    assert!(ready.status.success(), "{ready:?}");
+
+    let nobody = format!("127.0.0.1:{}", crate::helpers::free_port());
+    let down = tokio::task::spawn_blocking(move || check(nobody))
+        .await
+        .unwrap();
+    assert_eq!(down.status.code(), Some(1));
+    let stderr = String::from_utf8(down.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("unhealthy: no answer"), "{stderr}");
 }
