@@ -30,6 +30,16 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Print a signed token, alone on stdout.
     Token(TokenArgs),
+    /// Exit 0 if the service on HTTP_ADDR is ready (its /readyz), else 1: for a container's
+    /// HEALTHCHECK.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The address the service listens on; a wildcard address is asked on loopback.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
 }
 
 #[derive(Debug, Args)]

@@ -40,6 +40,12 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped(shutdown).await?;
             tracing::info!("payment-svc stopped");
         }
+        Some(Command::Healthcheck(args)) => {
+            if let Err(why) = shared::healthcheck::check_ready(args.http_addr).await {
+                eprintln!("unhealthy: {why}");
+                std::process::exit(1);
+            }
+        }
         None => unreachable!("parse_with_default always yields a subcommand"),
     }
     Ok(())

@@ -4,6 +4,7 @@ mod helpers;
 
 mod auth;
 mod bad_input;
+mod healthcheck;
 mod hold_expiry;
 mod idempotency;
 mod last_seat;
