@@ -104,6 +104,6 @@ fn router(state: AppState) -> Router {
             ApiError::malformed("this method is not allowed on this path")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(observability::record_request));
+        .layer(axum::middleware::from_fn(shared::metrics::record_request));
     observability::with_request_log(routes).with_state(state)
 }

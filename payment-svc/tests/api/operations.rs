@@ -203,3 +203,42 @@ fn a_bad_setting_is_refused_naming_it() {
         );
     }
 }
+
+/// Request metrics are labelled from fixed sets: an invented method or an unknown path cannot
+/// make a new series, so unauthenticated clients cannot grow `/metrics` or the process.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn invented_methods_and_paths_add_no_metric_series(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let app = TestApp::spawn(database).await;
+    let invented = format!("INVENTED{}", uuid::Uuid::new_v4().simple()).to_uppercase();
+    let unknown_path = format!("/nowhere-{}", uuid::Uuid::new_v4().simple());
+    for path in ["/concerts", unknown_path.as_str()] {
+        let method = reqwest::Method::from_bytes(invented.as_bytes()).unwrap();
+        let response = app
+            .client
+            .request(method, format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error(), "{path}");
+    }
+    let metrics = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains(&invented),
+        "the invented method is a label"
+    );
+    assert!(!metrics.contains(&unknown_path), "the raw path is a label");
+    assert!(
+        metrics.contains(r#"http_requests_total{method="OTHER",route="/concerts",status="400"}"#),
+        "{metrics}"
+    );
+}
