@@ -89,7 +89,8 @@ impl IntoResponse for ApiError {
 }
 
 /// Database errors that a handler did not map itself: an unreachable database is a 503, a
-/// violated business constraint is the conflict it names, anything else is a 500.
+/// violated business constraint is the conflict it names, a value Postgres refuses is a 422,
+/// anything else is a 500.
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         if is_connectivity(&error) {
@@ -101,9 +102,17 @@ impl From<sqlx::Error> for ApiError {
                 Some("payments_one_per_reservation") => return ApiError::ReservationNotHeld,
                 _ => {}
             }
+            let code = db.code().unwrap_or_default();
             // lock_not_available: a row stayed locked longer than the pool's lock_timeout.
-            if db.code().as_deref() == Some("55P03") {
+            if code == "55P03" {
                 return ApiError::Unavailable(error);
+            }
+            // Class 22, data exception: Postgres refused a value (NUL in text, a time out of
+            // its range, an overflow). Validation is meant to stop such input first; whatever
+            // slips past is still the client's input, so 422, and logged so it can be closed.
+            if code.starts_with("22") {
+                tracing::warn!(%error, "the database refused a value validation let through");
+                return ApiError::validation("a value is outside what the service can store");
             }
         }
         ApiError::Internal(error.into())

@@ -81,13 +81,14 @@ pub struct NewConcert {
 impl NewConcert {
     pub fn parse(title: String, schedules: Vec<RawSchedule>) -> Result<Self, String> {
         let chars = title.chars().count();
-        if !TITLE_CHARS.contains(&chars) || title.trim().is_empty() {
+        if !TITLE_CHARS.contains(&chars) {
             return Err(format!(
-                "title must be {} to {} characters and not blank, got {chars}",
+                "title must be {} to {} characters, got {chars}",
                 TITLE_CHARS.start(),
                 TITLE_CHARS.end()
             ));
         }
+        super::check_text("title", &title)?;
         if !SCHEDULES.contains(&schedules.len()) {
             return Err(format!(
                 "a concert needs {} to {} schedules, got {}",
@@ -138,6 +139,7 @@ mod tests {
     fn refuses_out_of_range_values() {
         assert!(NewConcert::parse(String::new(), vec![raw(1, 1)]).is_err());
         assert!(NewConcert::parse("   ".into(), vec![raw(1, 1)]).is_err());
+        assert!(NewConcert::parse("a\u{0}b".into(), vec![raw(1, 1)]).is_err());
         assert!(NewConcert::parse("a".repeat(201), vec![raw(1, 1)]).is_err());
         assert!(NewConcert::parse("t".into(), vec![]).is_err());
         assert!(NewConcert::parse("t".into(), (0..101).map(|_| raw(1, 1)).collect()).is_err());

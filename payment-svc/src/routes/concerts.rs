@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::auth::Admin;
-use crate::domain::{NewConcert, RawSchedule};
+use crate::domain::{NewConcert, RawSchedule, Timestamp};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Path, Query};
 use crate::startup::AppState;
@@ -23,8 +23,8 @@ pub struct CreateConcert {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSchedule {
-    starts_at: DateTime<Utc>,
-    sale_starts_at: DateTime<Utc>,
+    starts_at: Timestamp,
+    sale_starts_at: Timestamp,
     seat_count: i64,
     price: i64,
 }
@@ -47,8 +47,8 @@ pub async fn create(
         .schedules
         .into_iter()
         .map(|s| RawSchedule {
-            starts_at: s.starts_at,
-            sale_starts_at: s.sale_starts_at,
+            starts_at: s.starts_at.get(),
+            sale_starts_at: s.sale_starts_at.get(),
             seat_count: s.seat_count,
             price: s.price,
         })

@@ -375,3 +375,162 @@ async fn a_corpus_of_malformed_bodies_never_yields_a_5xx(
         }
     }
 }
+
+/// Admin input Postgres would refuse, or that is not what SPEC §3 allows, is a 422 before it
+/// reaches the database: text with control or bidi-override characters or nothing visible,
+/// times that are not strict RFC 3339 or fall outside the years 2000..=2100.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn hostile_admin_input_is_422_and_changes_nothing(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let app = TestApp::spawn(database).await;
+    let create = |title: &str, starts_at: &str, sale_starts_at: &str| {
+        app.post("/admin/concerts")
+            .bearer_auth(admin_token())
+            .json(&json!({ "title": title, "schedules": [{
+                "starts_at": starts_at, "sale_starts_at": sale_starts_at,
+                "seat_count": 1, "price": 1 }] }))
+            .send()
+    };
+    let (start, sale) = ("2030-01-02T00:00:00Z", "2030-01-01T00:00:00Z");
+    let refused = [
+        ("NUL in the title", "a\u{0}b", start, sale),
+        ("bell in the title", "a\u{7}b", start, sale),
+        ("C1 control in the title", "a\u{85}b", start, sale),
+        ("right-to-left override", "abc\u{202E}gpj.exe", start, sale),
+        ("bidi isolate", "abc\u{2066}x", start, sale),
+        ("only an ideographic space", "\u{3000}", start, sale),
+        ("only zero-width spaces", "\u{200B}\u{FEFF}", start, sale),
+        (
+            "before 4714 BC",
+            "t",
+            "-5000-01-02T00:00:00Z",
+            "-5000-01-01T00:00:00Z",
+        ),
+        ("one-digit month and day", "t", "2030-1-2T00:00:00Z", sale),
+        (
+            "one-digit year and a space",
+            "t",
+            start,
+            "1-01-01 00:00:00 +00:00",
+        ),
+        ("six-digit year", "t", "+200000-01-01T00:00:00Z", sale),
+        ("space for T", "t", "2030-01-02 00:00:00Z", sale),
+        (
+            "offset without colon",
+            "t",
+            "2030-01-02T00:00:00+0000",
+            sale,
+        ),
+        ("year 1999", "t", start, "1999-12-31T23:59:59Z"),
+        ("year 2101", "t", "2101-01-01T00:00:00Z", sale),
+        (
+            "2100 in UTC is 2101",
+            "t",
+            "2100-12-31T23:00:00-05:00",
+            sale,
+        ),
+    ];
+    for (case, title, starts_at, sale_starts_at) in refused {
+        let before = app.fingerprint().await;
+        let response = create(title, starts_at, sale_starts_at).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "case {case:?}"
+        );
+        assert_problem(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+        )
+        .await;
+        assert_eq!(
+            app.fingerprint().await,
+            before,
+            "case {case:?} changed state"
+        );
+    }
+
+    // The edges of what is allowed, including RFC 3339's lowercase t and z and a leap second.
+    let accepted = [
+        (
+            "first instant",
+            "2000-01-01T00:00:01Z",
+            "2000-01-01T00:00:00Z",
+        ),
+        (
+            "last instant",
+            "2100-12-31T23:59:59.999Z",
+            "2100-12-31T23:59:59Z",
+        ),
+        (
+            "lowercase",
+            "2030-01-02t00:00:00z",
+            "2030-01-01t00:00:00+09:00",
+        ),
+        (
+            "leap second",
+            "2030-01-02T00:00:00Z",
+            "2016-12-31T23:59:60Z",
+        ),
+    ];
+    for (case, starts_at, sale_starts_at) in accepted {
+        let response = create(
+            "Right-to-left: \u{5E9}\u{5DC}\u{5D5}\u{5DD}",
+            starts_at,
+            sale_starts_at,
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "case {case:?}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        if case == "leap second" {
+            // Stored, like Postgres itself reads one, as the first instant after it.
+            assert_eq!(
+                body["schedules"][0]["sale_starts_at"],
+                "2017-01-01T00:00:00Z"
+            );
+        }
+    }
+}
+
+/// A data exception (SQLSTATE class 22) that bad input still provokes in Postgres is the
+/// client's fault: 422, never 500.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_postgres_data_exception_is_422(pool: PgPoolOptions, database: PgConnectOptions) {
+    use axum::response::IntoResponse;
+    use payment_svc::error::ApiError;
+
+    let pool = pool.connect_with(database).await.unwrap();
+    let long_ago = "-5000-01-01T00:00:00Z"
+        .parse::<chrono::DateTime<chrono::Utc>>()
+        .unwrap();
+    let errors = [
+        sqlx::query("SELECT $1::text")
+            .bind("a\u{0}b")
+            .execute(&pool)
+            .await,
+        sqlx::query("SELECT 1 / 0").execute(&pool).await,
+        sqlx::query("SELECT $1::timestamptz")
+            .bind(long_ago)
+            .execute(&pool)
+            .await,
+    ];
+    for error in errors {
+        let error = error.expect_err("Postgres refuses the value");
+        let code = error
+            .as_database_error()
+            .and_then(|db| db.code())
+            .unwrap()
+            .into_owned();
+        assert!(code.starts_with("22"), "{error}: {code}");
+        let response = ApiError::from(error).into_response();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{code}"
+        );
+    }
+}
