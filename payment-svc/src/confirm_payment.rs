@@ -45,20 +45,39 @@ pub async fn confirm_payment(
     user: UserId,
     reservation_id: Uuid,
 ) -> Result<Receipt, ApiError> {
-    // 1. The hold becomes a sale only if it is still held and unexpired. The row lock also
-    //    serialises this with a second payment of the same hold and with a competing holder
-    //    expiring it; whoever comes second sees the first one's outcome.
-    let hold: Option<ConfirmedHold> = sqlx::query_as(
-        "UPDATE reservations SET status = 'CONFIRMED'
-         WHERE id = $1 AND user_id = $2 AND status = 'HELD' AND held_until > now()
-         RETURNING schedule_id, price",
+    // 1. Lock the reservation, and only then judge it. The payment may have waited before
+    //    this (for its Idempotency-Key) or here (for a competing payment of the same hold), and
+    //    the hold may have expired meanwhile; `now()`, the transaction's start, predates both
+    //    waits. Checking `clock_timestamp()` in the WHERE of an UPDATE that waited is not enough
+    //    either: after the wait Postgres re-evaluates the WHERE only if the row changed, not if
+    //    its holder rolled back. The lock also serialises this with a second payment of the
+    //    same hold and with the hold being released or expired; whoever is second sees the
+    //    first one's outcome.
+    let status: Option<(String,)> = sqlx::query_as(
+        "SELECT status FROM reservations WHERE id = $1 AND user_id = $2 FOR NO KEY UPDATE",
     )
     .bind(reservation_id)
     .bind(user.get())
     .fetch_optional(&mut *tx)
     .await?;
+    match status.as_ref().map(|(status,)| status.as_str()) {
+        None => return Err(ApiError::NotFound("reservation")),
+        Some("HELD") => {}
+        Some("CONFIRMED") => return Err(ApiError::ReservationNotHeld),
+        Some(_) => return Err(ApiError::ReservationExpired),
+    }
+    // The lock is ours, so this statement waits for nothing: clock_timestamp() is the database
+    // clock at the moment of payment (SPEC §3), and a hold past it stays unpaid.
+    let hold: Option<ConfirmedHold> = sqlx::query_as(
+        "UPDATE reservations SET status = 'CONFIRMED'
+         WHERE id = $1 AND held_until > clock_timestamp()
+         RETURNING schedule_id, price",
+    )
+    .bind(reservation_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some(hold) = hold else {
-        return Err(why_not_payable(tx, user, reservation_id).await?);
+        return Err(ApiError::ReservationExpired);
     };
 
     // 2. Deduct. The WHERE makes an overdraft match no row instead of failing the CHECK.
@@ -85,9 +104,11 @@ pub async fn confirm_payment(
     };
 
     // 3. The payment; payments_one_per_reservation backs up step 1 against double payment.
+    //    Stamped with the clock now, as step 1 judged the hold, not the transaction's start.
     let payment_id = Uuid::now_v7();
     sqlx::query(
-        "INSERT INTO payments (id, reservation_id, user_id, amount) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO payments (id, reservation_id, user_id, amount, created_at)
+         VALUES ($1, $2, $3, $4, clock_timestamp())",
     )
     .bind(payment_id)
     .bind(reservation_id)
@@ -134,25 +155,5 @@ pub async fn confirm_payment(
         amount: hold.price,
         balance,
         schedule_sold_out: seat.sold_out_at.is_some(),
-    })
-}
-
-/// Why a reservation could not be confirmed, for the error the client gets.
-async fn why_not_payable(
-    tx: &mut PgConnection,
-    user: UserId,
-    reservation_id: Uuid,
-) -> Result<ApiError, ApiError> {
-    let state: Option<(String,)> =
-        sqlx::query_as("SELECT status FROM reservations WHERE id = $1 AND user_id = $2")
-            .bind(reservation_id)
-            .bind(user.get())
-            .fetch_optional(&mut *tx)
-            .await?;
-    Ok(match state.as_ref().map(|(status,)| status.as_str()) {
-        None => ApiError::NotFound("reservation"),
-        Some("CONFIRMED") => ApiError::ReservationNotHeld,
-        // EXPIRED, or HELD past held_until (expiry is lazy).
-        Some(_) => ApiError::ReservationExpired,
     })
 }

@@ -71,7 +71,7 @@ pub struct Request<'a> {
 /// While another request holds the key the insert waits; the pool's `lock_timeout` bounds that
 /// wait, after which the client gets 409 `IDEMPOTENCY_KEY_IN_USE` and may retry.
 pub async fn begin(pool: &PgPool, request: Request<'_>) -> Result<Begin, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (user_id, endpoint, key, request_hash)
          VALUES ($1, $2, $3, $4)

@@ -55,7 +55,7 @@ pub async fn create(
         .collect();
     let concert = NewConcert::parse(body.title, raw).map_err(ApiError::Validation)?;
 
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::db::begin(&state.pool).await?;
     let (concert_id,): (i64,) =
         sqlx::query_as("INSERT INTO concerts (title) VALUES ($1) RETURNING id")
             .bind(concert.title())

@@ -58,7 +58,7 @@ pub async fn hold(
         return Err(ApiError::SaleNotOpen);
     }
 
-    let mut tx = state.pool.begin().await?;
+    let mut tx = crate::db::begin(&state.pool).await?;
     // Lazy expiry: a stale hold keeps its slot in reservations_one_live_per_seat until someone
     // wants the seat. Flipping it here frees the slot for the insert below. The row lock this
     // takes serialises with a concurrent payment of that hold: whichever is second sees the

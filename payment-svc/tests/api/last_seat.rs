@@ -153,3 +153,58 @@ async fn a_second_sold_out_event_for_a_schedule_is_refused_by_the_database(
         Some("outbox_one_sold_out_per_schedule")
     );
 }
+
+/// The design relies on READ COMMITTED (a payment waiting for the schedule's row then sees the
+/// count the previous payment left). A server whose default is REPEATABLE READ must not turn
+/// that wait into a serialization failure, a 500.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_repeatable_read_default_does_not_fail_the_last_seat_race(
+    pool: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let admin = pool.connect_with(database.clone()).await.unwrap();
+    sqlx::query(
+        "DO $$ BEGIN EXECUTE format(
+             'ALTER DATABASE %I SET default_transaction_isolation = ''repeatable read''',
+             current_database()); END $$",
+    )
+    .execute(&admin)
+    .await
+    .unwrap();
+    admin.close().await;
+
+    let app = TestApp::spawn(database).await;
+    let (_, schedules) = app.create_concert(1, 2, 100).await;
+    let schedule = schedules[0];
+    app.charge(1, 100).await;
+    app.charge(2, 100).await;
+    let first = app.hold_ok(1, schedule, 1).await;
+    let last = app.hold_ok(2, schedule, 2).await;
+
+    // A payment of this schedule is in flight, with the schedule's row updated, when the next
+    // payment's transaction begins; it commits while the next one waits for the row.
+    let mut in_flight = app.db.begin().await.unwrap();
+    sqlx::query("UPDATE schedules SET confirmed_count = confirmed_count WHERE id = $1")
+        .bind(schedule)
+        .execute(&mut *in_flight)
+        .await
+        .unwrap();
+    let (paid, ()) = futures::join!(app.pay(1, first, "first"), async {
+        crate::helpers::eventually(std::time::Duration::from_secs(10), async || {
+            sqlx::query_scalar(
+                "SELECT count(*) > 0 FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = 'payment-svc'
+                   AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+        })
+        .await;
+        in_flight.commit().await.unwrap();
+    });
+    assert_eq!(paid.status(), StatusCode::CREATED);
+    let paid: Value = app.pay(2, last, "last").await.json().await.unwrap();
+    assert_eq!(paid["schedule_sold_out"], true, "{paid}");
+    assert_eq!(app.outbox_rows(schedule).await, 1);
+}
