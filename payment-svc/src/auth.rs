@@ -12,12 +12,18 @@ use crate::domain::{Role, UserId};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-/// The signing secret: at least 32 bytes, as HS256 needs a key as long as its hash.
+/// The signing secret: at least 32 bytes, as HS256 needs a key as long as its hash, and not a
+/// placeholder.
 #[derive(Clone)]
 pub struct JwtSecret(Vec<u8>);
 
 impl JwtSecret {
     pub const MIN_LEN: usize = 32;
+
+    /// Prefixes of secrets that were printed somewhere as examples to replace (compose.yaml
+    /// shipped `change-me-to-a-secret-of-at-least-32-bytes` as its fallback). Anyone who read
+    /// them could mint admin tokens for a deployment that kept one.
+    const PLACEHOLDERS: [&'static str; 3] = ["change-me", "changeme", "change_me"];
 
     pub fn parse(value: &str) -> Result<Self, String> {
         if value.len() < Self::MIN_LEN {
@@ -26,6 +32,16 @@ impl JwtSecret {
                 Self::MIN_LEN,
                 value.len()
             ));
+        }
+        let lowercase = value.to_ascii_lowercase();
+        if Self::PLACEHOLDERS
+            .iter()
+            .any(|placeholder| lowercase.starts_with(placeholder))
+        {
+            return Err(
+                "is a placeholder published as an example; set a random one (openssl rand -hex 32)"
+                    .into(),
+            );
         }
         Ok(Self(value.as_bytes().to_vec()))
     }
@@ -157,6 +173,17 @@ mod tests {
     #[test]
     fn secrets_shorter_than_32_bytes_are_refused() {
         assert!(JwtSecret::parse(&"s".repeat(31)).is_err());
+    }
+
+    #[test]
+    fn placeholder_secrets_are_refused() {
+        for placeholder in [
+            "change-me-to-a-secret-of-at-least-32-bytes",
+            "CHANGE-ME-please-to-something-of-32-bytes",
+            "changeme-changeme-changeme-changeme",
+        ] {
+            assert!(JwtSecret::parse(placeholder).is_err(), "{placeholder}");
+        }
     }
 
     #[test]

@@ -8,8 +8,24 @@ ensure_docker_compose() {
   apt_install docker-compose
 }
 
+# 64 random hex digits (32 bytes), for a JWT_SECRET.
+random_secret() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+# Whether JWT_SECRET is set in the environment or in .env, where compose reads it.
+has_jwt_secret() { [[ -n ${JWT_SECRET:-} ]] || grep -qs '^JWT_SECRET=.' .env; }
+
+# compose.yaml requires JWT_SECRET and has no fallback. A local run (the demo, the end-to-end
+# test) that finds none gets a random one for this run, exported so every service and the demo
+# client share it. Call it in the script's own shell, not in $(...).
+ensure_jwt_secret() {
+  has_jwt_secret && return 0
+  JWT_SECRET=$(random_secret)
+  export JWT_SECRET
+}
+
 validate_compose_file() {
   ensure_docker_compose
+  ensure_jwt_secret
   step "validating compose.yaml (docker-compose config -q)"
   docker-compose -f compose.yaml config -q
 }

@@ -189,6 +189,13 @@ fn a_bad_setting_is_refused_naming_it() {
             vec!["migrate"],
             "LOG_FORMAT",
         ),
+        (
+            // compose.yaml's former fallback: published in the repository, so anyone could
+            // mint admin tokens for a deployment that kept it.
+            vec![("JWT_SECRET", "change-me-to-a-secret-of-at-least-32-bytes")],
+            vec!["token", "--user-id", "1"],
+            "JWT_SECRET",
+        ),
         (vec![("JWT_SECRET", SECRET)], vec!["serve"], "DATABASE_URL"),
         (vec![("DATABASE_URL", "postgres://x")], vec![], "JWT_SECRET"),
     ];
@@ -241,4 +248,24 @@ async fn invented_methods_and_paths_add_no_metric_series(
         metrics.contains(r#"http_requests_total{method="OTHER",route="/concerts",status="400"}"#),
         "{metrics}"
     );
+}
+
+/// compose.yaml has no fallback secret: `docker compose up` without JWT_SECRET refuses to start
+/// instead of publishing port 8080 with a secret printed in the repository.
+#[test]
+fn compose_requires_a_jwt_secret() {
+    let compose =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../compose.yaml")).unwrap();
+    let uses: Vec<&str> = compose
+        .match_indices("${JWT_SECRET")
+        .map(|(at, _)| &compose[at..])
+        .collect();
+    assert!(!uses.is_empty(), "compose.yaml passes JWT_SECRET on");
+    for used in uses {
+        assert!(
+            used.starts_with("${JWT_SECRET:?"),
+            "JWT_SECRET must be required, not defaulted: {}",
+            used.lines().next().unwrap_or_default()
+        );
+    }
 }
