@@ -53,11 +53,19 @@ impl std::fmt::Debug for JwtSecret {
     }
 }
 
+/// Longest a token may be valid for, counted from now: `token --ttl` mints no longer, and a
+/// token whose `exp` lies further ahead is refused, so a leaked token lapses within it.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
     role: Role,
     exp: u64,
+    /// Typed here, not only checked by jsonwebtoken (which skips an `nbf` it cannot read as a
+    /// number), so a malformed one is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
 }
 
 /// Verifies tokens. Built once at startup.
@@ -69,8 +77,9 @@ pub struct TokenVerifier {
 impl TokenVerifier {
     pub fn new(secret: &JwtSecret) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        // Expiry is exact: a token is refused from the second its `exp` names.
+        // Exact times: no leeway for expiry or `nbf`.
         validation.leeway = 0;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             key: DecodingKey::from_secret(&secret.0),
@@ -84,11 +93,23 @@ impl TokenVerifier {
                 use jsonwebtoken::errors::ErrorKind;
                 ApiError::Unauthenticated(match error.kind() {
                     ErrorKind::ExpiredSignature => "the token has expired",
+                    ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)",
                     ErrorKind::InvalidSignature => "the token's signature is invalid",
                     _ => "the token is malformed",
                 })
             })?
             .claims;
+        let now = jsonwebtoken::get_current_timestamp();
+        // jsonwebtoken refuses only `exp < now`; RFC 7519 §4.1.4 refuses the token from the
+        // second `exp` names on.
+        if claims.exp <= now {
+            return Err(ApiError::Unauthenticated("the token has expired"));
+        }
+        if claims.exp > now.saturating_add(MAX_TOKEN_TTL.as_secs()) {
+            return Err(ApiError::Unauthenticated(
+                "the token's exp is more than 30 days ahead",
+            ));
+        }
         let user = UserId::parse_str(&claims.sub)
             .map_err(|_| ApiError::Unauthenticated("the token's sub is not a positive user id"))?;
         Ok(Caller {
@@ -105,11 +126,17 @@ pub fn mint_token(
     role: Role,
     ttl: Duration,
 ) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        ttl <= MAX_TOKEN_TTL,
+        "a token may be valid for at most 30 days, not {}",
+        humantime::format_duration(ttl)
+    );
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     let claims = Claims {
         sub: user.to_string(),
         role,
         exp: (now + ttl).as_secs(),
+        nbf: None,
     };
     Ok(jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -135,15 +162,24 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(ApiError::Unauthenticated(
                 "the Authorization header is missing",
             ))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthenticated(
-                "the Authorization header must be `Bearer <token>`",
-            ))?;
-        state.tokens.verify(token.trim())
+        let token =
+            header
+                .to_str()
+                .ok()
+                .and_then(bearer_token)
+                .ok_or(ApiError::Unauthenticated(
+                    "the Authorization header must be `Bearer <token>`",
+                ))?;
+        state.tokens.verify(token)
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110 §11.1) and spaces separate it from the token.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim_start();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// An authenticated caller with the admin role.
@@ -197,6 +233,24 @@ mod tests {
         .unwrap();
         let caller = TokenVerifier::new(&secret()).verify(&token).unwrap();
         assert_eq!((caller.user.get(), caller.role), (7, Role::Admin));
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER abc"), Some("abc"));
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+    }
+
+    #[test]
+    fn tokens_live_at_most_30_days() {
+        let mint = |ttl| mint_token(&secret(), UserId::parse(7).unwrap(), Role::User, ttl);
+        assert!(mint(MAX_TOKEN_TTL).is_ok());
+        assert!(mint(MAX_TOKEN_TTL + Duration::from_secs(1)).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use shared::config::{DatabaseArgs, LogArgs};
 
-use crate::auth::JwtSecret;
+use crate::auth::{JwtSecret, MAX_TOKEN_TTL};
 use crate::domain::{Role, UserId};
 
 #[derive(Debug, Parser)]
@@ -92,8 +92,8 @@ pub struct TokenArgs {
     #[arg(long)]
     pub admin: bool,
 
-    /// How long the token is valid, e.g. 30m, 1h, 7d.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    /// How long the token is valid, e.g. 30m, 1h, 7d; at most 30d.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     pub ttl: Duration,
 }
 
@@ -109,6 +109,18 @@ impl TokenArgs {
 
 fn parse_user_id(value: &str) -> Result<UserId, String> {
     UserId::parse_str(value)
+}
+
+/// A token lifetime: payment-svc refuses tokens valid for longer than [`MAX_TOKEN_TTL`].
+fn parse_ttl(value: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(value).map_err(|error| error.to_string())?;
+    if ttl > MAX_TOKEN_TTL {
+        return Err(format!(
+            "at most {} (payment-svc refuses tokens valid for longer)",
+            humantime::format_duration(MAX_TOKEN_TTL)
+        ));
+    }
+    Ok(ttl)
 }
 
 impl ServeArgs {

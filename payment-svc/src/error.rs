@@ -1,7 +1,7 @@
 //! The API's one error type. Every failure a client can see is a variant here, mapped to its
 //! HTTP status and problem code (SPEC §3) in one place and rendered as RFC 9457 problem+json.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use shared::problem::Problem;
 
@@ -84,7 +84,14 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let (status, code) = self.status_and_code();
-        Problem::new(status, code, self.to_string()).into_response()
+        let mut response = Problem::new(status, code, self.to_string()).into_response();
+        if let ApiError::Unauthenticated(_) = self {
+            // RFC 9110 §11.6.1: a 401 names the scheme the client should authenticate with.
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 

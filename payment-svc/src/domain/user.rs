@@ -15,11 +15,14 @@ impl UserId {
         }
     }
 
-    /// Parses the decimal string form used in the `sub` claim.
+    /// Parses the decimal string form used in the `sub` claim: canonical only, so that one
+    /// user has one `sub` (no sign, no leading zeros, no spaces).
     pub fn parse_str(value: &str) -> Result<Self, String> {
         let number: i64 = value
             .parse()
-            .map_err(|_| format!("user id must be a decimal integer, got {value:?}"))?;
+            .ok()
+            .filter(|number: &i64| number.to_string() == value)
+            .ok_or_else(|| format!("user id must be a decimal integer, got {value:?}"))?;
         Self::parse(number)
     }
 
@@ -51,6 +54,9 @@ mod tests {
         assert!(UserId::parse_str("0").is_err());
         assert!(UserId::parse_str("-3").is_err());
         assert!(UserId::parse_str("4x").is_err());
+        assert!(UserId::parse_str("+1").is_err());
+        assert!(UserId::parse_str("0001").is_err());
+        assert!(UserId::parse_str(" 1").is_err());
         assert!(UserId::parse_str("99999999999999999999").is_err());
     }
 }

@@ -92,3 +92,109 @@ async fn another_users_reservation_is_404(_: PgPoolOptions, database: PgConnectO
     assert_eq!(app.fingerprint().await, before);
     assert_eq!(app.balance(2).await, 1_000);
 }
+
+fn signed(claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(crate::helpers::SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Claims are held to RFC 7519 and to this service's limits: expired from the second `exp`
+/// names, not before `nbf`, valid for at most 30 days ahead, `sub` in canonical decimal.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn tokens_outside_their_validity_or_with_odd_claims_are_401(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let app = TestApp::spawn(database).await;
+    let now = chrono::Utc::now().timestamp();
+    let day = 24 * 3600;
+    let claims =
+        |sub: &str, exp: serde_json::Value| json!({ "sub": sub, "role": "user", "exp": exp });
+    let refused = [
+        ("expiring this second", claims("1", json!(now))),
+        ("expiring at u64::MAX", claims("1", json!(u64::MAX))),
+        ("expiring in 31 days", claims("1", json!(now + 31 * day))),
+        (
+            "not before a minute from now",
+            json!({ "sub": "1", "role": "user", "exp": now + 600, "nbf": now + 60 }),
+        ),
+        (
+            "nbf not a number",
+            json!({ "sub": "1", "role": "user", "exp": now + 600, "nbf": "soon" }),
+        ),
+        ("sub with a plus", claims("+1", json!(now + 600))),
+        ("sub with leading zeros", claims("0001", json!(now + 600))),
+        ("sub with a space", claims(" 1", json!(now + 600))),
+    ];
+    for (case, claims) in refused {
+        let response = app
+            .get("/points")
+            .bearer_auth(signed(claims))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "case {case:?}");
+    }
+    let accepted = [
+        ("expiring in 29 days", claims("1", json!(now + 29 * day))),
+        (
+            "valid since a minute ago",
+            json!({ "sub": "1", "role": "user", "exp": now + 600, "nbf": now - 60 }),
+        ),
+    ];
+    for (case, claims) in accepted {
+        let response = app
+            .get("/points")
+            .bearer_auth(signed(claims))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "case {case:?}");
+    }
+}
+
+/// The scheme in `Authorization` is case-insensitive (RFC 9110 §11.1), and every 401 says
+/// which scheme to use (`WWW-Authenticate: Bearer`, RFC 9110 §11.6.1).
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn the_bearer_scheme_is_case_insensitive_and_401s_name_it(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let app = TestApp::spawn(database).await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let response = app
+            .get("/points")
+            .header("Authorization", format!("{scheme} {}", token(1)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{scheme}");
+    }
+    for header in [
+        None,
+        Some("Basic dXNlcjpwYXNz".to_owned()),
+        Some("Bearer not.a.jwt".into()),
+        Some("Bearer".into()),
+    ] {
+        let mut request = app.get("/points");
+        if let Some(header) = &header {
+            request = request.header("Authorization", header);
+        }
+        let response = request.send().await.unwrap();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .map(|value| value.to_str().unwrap().to_owned());
+        assert_problem(response, StatusCode::UNAUTHORIZED, "UNAUTHENTICATED").await;
+        assert!(
+            challenge
+                .as_deref()
+                .is_some_and(|c| c.starts_with("Bearer")),
+            "{header:?}: WWW-Authenticate {challenge:?}"
+        );
+    }
+}

@@ -143,7 +143,7 @@ fn payment_svc() -> Command {
 fn token_prints_only_a_token() {
     let output = payment_svc()
         .env("JWT_SECRET", SECRET)
-        .args(["token", "--user-id", "42", "--admin", "--ttl", "10m"])
+        .args(["token", "--user-id", "42", "--admin", "--ttl", "30d"])
         .output()
         .unwrap();
     assert!(output.status.success());
@@ -195,6 +195,11 @@ fn a_bad_setting_is_refused_naming_it() {
             vec![("JWT_SECRET", "change-me-to-a-secret-of-at-least-32-bytes")],
             vec!["token", "--user-id", "1"],
             "JWT_SECRET",
+        ),
+        (
+            vec![("JWT_SECRET", SECRET)],
+            vec!["token", "--user-id", "1", "--ttl", "31d"],
+            "--ttl",
         ),
         (vec![("JWT_SECRET", SECRET)], vec!["serve"], "DATABASE_URL"),
         (vec![("DATABASE_URL", "postgres://x")], vec![], "JWT_SECRET"),
