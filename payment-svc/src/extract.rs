@@ -89,10 +89,16 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let value = parts
-            .headers
-            .get("idempotency-key")
+        let mut values = parts.headers.get_all("idempotency-key").iter();
+        let value = values
+            .next()
             .ok_or_else(|| ApiError::malformed("the Idempotency-Key header is required"))?;
+        // Which of two keys would count is anyone's guess: refuse rather than pick one.
+        if values.next().is_some() {
+            return Err(ApiError::malformed(
+                "exactly one Idempotency-Key header is allowed",
+            ));
+        }
         let value = value
             .to_str()
             .map_err(|_| ApiError::malformed("Idempotency-Key must be visible ASCII characters"))?;

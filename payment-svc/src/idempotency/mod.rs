@@ -6,10 +6,12 @@
 //! first transaction ends; if it committed, the duplicate finds the saved response and replays
 //! it; if it rolled back (the request failed), the duplicate proceeds as the first. [`save`]
 //! stores the response in the same transaction as the effect, so a key is visible exactly when
-//! its effect is. Failed requests are not stored: a retry with the same key tries again.
+//! its effect is. Failed requests are not stored: a retry with the same key tries again (a
+//! client that got 402 can top up and retry with the same key). Responses are stored as the
+//! exact bytes sent, so a replay is identical to the first response.
 
 mod key;
 mod store;
 
 pub use key::IdempotencyKey;
-pub use store::{begin, save, Begin, Endpoint, Request, RequestHash, SavedResponse};
+pub use store::{begin, save, Begin, Endpoint, Request, RequestHash, StoredResponse};

@@ -1,6 +1,6 @@
 //! Idempotency keys in Postgres (table `idempotency_keys`).
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -35,19 +35,42 @@ impl RequestHash {
     }
 }
 
-/// A stored response, replayed for a retry.
-pub struct SavedResponse {
+/// A money endpoint's response as sent, and as stored for replays: a status and the body's
+/// exact bytes, so a replay is the first response itself, not an equal JSON value.
+pub struct StoredResponse {
     status: StatusCode,
-    body: serde_json::Value,
+    body: Vec<u8>,
+    /// Answered from storage for a retry: sent with `Idempotent-Replayed: true`.
+    replayed: bool,
 }
 
-impl IntoResponse for SavedResponse {
+impl StoredResponse {
+    /// The first response of a request: `value` as JSON.
+    pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Result<Self, ApiError> {
+        Ok(Self {
+            status,
+            body: serde_json::to_vec(value).map_err(anyhow::Error::from)?,
+            replayed: false,
+        })
+    }
+}
+
+impl IntoResponse for StoredResponse {
     fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.body)).into_response();
-        response.headers_mut().insert(
-            "idempotent-replayed",
-            axum::http::HeaderValue::from_static("true"),
-        );
+        let mut response = (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.body,
+        )
+            .into_response();
+        if self.replayed {
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
         response
     }
 }
@@ -56,7 +79,7 @@ pub enum Begin {
     /// First time this key is seen: do the work on this transaction, then [`save`].
     Fresh(Transaction<'static, Postgres>),
     /// The key was used before with the same body: answer with this.
-    Replay(SavedResponse),
+    Replay(StoredResponse),
 }
 
 pub struct Request<'a> {
@@ -94,9 +117,11 @@ pub async fn begin(pool: &PgPool, request: Request<'_>) -> Result<Begin, ApiErro
         return Ok(Begin::Fresh(tx));
     }
 
-    // Committed by an earlier request: READ COMMITTED shows it to this statement.
-    let (hash, status, body): (Vec<u8>, Option<i16>, Option<serde_json::Value>) = sqlx::query_as(
-        "SELECT request_hash, response_status, response_body
+    // Committed by an earlier request: READ COMMITTED shows it to this statement. Keys saved
+    // before response_bytes existed are replayed from their jsonb value.
+    let (hash, status, body): (Vec<u8>, Option<i16>, Option<Vec<u8>>) = sqlx::query_as(
+        "SELECT request_hash, response_status,
+                COALESCE(response_bytes, convert_to(response_body::text, 'UTF8'))
          FROM idempotency_keys WHERE user_id = $1 AND endpoint = $2 AND key = $3",
     )
     .bind(request.user.get())
@@ -112,7 +137,11 @@ pub async fn begin(pool: &PgPool, request: Request<'_>) -> Result<Begin, ApiErro
         status.and_then(|s| StatusCode::from_u16(s as u16).ok()),
         body,
     ) {
-        (Some(status), Some(body)) => Ok(Begin::Replay(SavedResponse { status, body })),
+        (Some(status), Some(body)) => Ok(Begin::Replay(StoredResponse {
+            status,
+            body,
+            replayed: true,
+        })),
         // save() writes both in the transaction that created the row, so a committed row
         // always has them; a row without them is a bug, not a client error.
         _ => Err(anyhow::anyhow!("idempotency key committed without a response").into()),
@@ -123,18 +152,21 @@ pub async fn begin(pool: &PgPool, request: Request<'_>) -> Result<Begin, ApiErro
 pub async fn save(
     mut tx: Transaction<'static, Postgres>,
     request: Request<'_>,
-    status: StatusCode,
-    body: &serde_json::Value,
+    response: &StoredResponse,
 ) -> Result<(), ApiError> {
+    // response_body as well, for instances of the previous version during a rollout (see the
+    // migration that added response_bytes).
     sqlx::query(
-        "UPDATE idempotency_keys SET response_status = $4, response_body = $5
+        "UPDATE idempotency_keys
+         SET response_status = $4, response_bytes = $5,
+             response_body = convert_from($5, 'UTF8')::jsonb
          WHERE user_id = $1 AND endpoint = $2 AND key = $3",
     )
     .bind(request.user.get())
     .bind(request.endpoint.as_str())
     .bind(request.key.as_str())
-    .bind(status.as_u16() as i16)
-    .bind(body)
+    .bind(response.status.as_u16() as i16)
+    .bind(&response.body)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

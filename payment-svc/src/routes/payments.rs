@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -11,7 +10,7 @@ use crate::auth::Caller;
 use crate::confirm_payment::confirm_payment;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::idempotency::{self, Begin, Endpoint, IdempotencyKey};
+use crate::idempotency::{self, Begin, Endpoint, IdempotencyKey, StoredResponse};
 use crate::observability;
 use crate::startup::AppState;
 
@@ -39,13 +38,13 @@ pub async fn pay(
     };
     // On error the transaction is dropped, which rolls back the payment and frees the key.
     let receipt = confirm_payment(&mut tx, caller.user, body.value.reservation_id).await?;
-    let response = serde_json::to_value(&receipt).map_err(anyhow::Error::from)?;
-    idempotency::save(tx, request(), StatusCode::CREATED, &response).await?;
+    let response = StoredResponse::json(StatusCode::CREATED, &receipt)?;
+    idempotency::save(tx, request(), &response).await?;
 
     observability::payment_confirmed();
     if receipt.schedule_sold_out {
         observability::schedule_sold_out();
         tracing::info!(reservation_id = %receipt.reservation_id, "payment sold out its schedule");
     }
-    Ok((StatusCode::CREATED, Json(response)).into_response())
+    Ok(response.into_response())
 }

@@ -12,7 +12,7 @@ use crate::auth::Caller;
 use crate::domain::ChargeAmount;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::idempotency::{self, Begin, Endpoint, IdempotencyKey};
+use crate::idempotency::{self, Begin, Endpoint, IdempotencyKey, StoredResponse};
 use crate::startup::AppState;
 
 pub async fn balance(
@@ -72,7 +72,10 @@ pub async fn charge(
     .fetch_one(&mut *tx)
     .await?;
 
-    let response = json!({ "user_id": caller.user.get(), "balance": balance });
-    idempotency::save(tx, request(), StatusCode::OK, &response).await?;
-    Ok((StatusCode::OK, Json(response)).into_response())
+    let response = StoredResponse::json(
+        StatusCode::OK,
+        &json!({ "user_id": caller.user.get(), "balance": balance }),
+    )?;
+    idempotency::save(tx, request(), &response).await?;
+    Ok(response.into_response())
 }

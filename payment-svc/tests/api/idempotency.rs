@@ -125,3 +125,85 @@ async fn a_duplicate_of_a_stuck_request_gets_key_in_use(
     in_flight.rollback().await.unwrap();
     assert_eq!(app.balance(1).await, 0);
 }
+
+/// A replay is the first response itself, byte for byte: same status, same body text (not
+/// merely an equal JSON value with its keys re-ordered).
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_replay_returns_the_first_responses_exact_bytes(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let app = TestApp::spawn(database).await;
+    let (_, schedules) = app.create_concert(1, 1, 700).await;
+    let charge = || {
+        app.post("/points/charge")
+            .bearer_auth(token(1))
+            .header("Idempotency-Key", "charge")
+            .json(&json!({ "amount": 1_000 }))
+            .send()
+    };
+    let first = charge().await.unwrap().text().await.unwrap();
+    let replay = charge().await.unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.headers()["content-type"], "application/json");
+    assert_eq!(replay.text().await.unwrap(), first);
+
+    let reservation = app.hold_ok(1, schedules[0], 1).await;
+    let first = app.pay(1, reservation, "pay").await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first = first.text().await.unwrap();
+    let replay = app.pay(1, reservation, "pay").await;
+    assert_eq!(replay.status(), StatusCode::CREATED);
+    assert_eq!(replay.text().await.unwrap(), first);
+}
+
+/// Two `Idempotency-Key` headers are ambiguous: 400, and nothing happens.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn two_idempotency_keys_are_400(_: PgPoolOptions, database: PgConnectOptions) {
+    let app = TestApp::spawn(database).await;
+    let before = app.fingerprint().await;
+    let response = app
+        .post("/points/charge")
+        .bearer_auth(token(1))
+        .header("Idempotency-Key", "one")
+        .header("Idempotency-Key", "two")
+        .json(&json!({ "amount": 100 }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, StatusCode::BAD_REQUEST, "MALFORMED_REQUEST").await;
+    assert_eq!(app.fingerprint().await, before);
+}
+
+/// A first attempt that fails (402 here, or 404, 409) does not bind its key: the client tops
+/// up and retries with the same key and body, and the retry is a fresh attempt, not a replay
+/// of the failure.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_failed_first_attempt_leaves_its_key_free_for_a_retry(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let app = TestApp::spawn(database).await;
+    let (_, schedules) = app.create_concert(1, 1, 700).await;
+    app.charge(1, 500).await;
+    let reservation = app.hold_ok(1, schedules[0], 1).await;
+
+    let before = app.fingerprint().await;
+    assert_problem(
+        app.pay(1, reservation, "retry-me").await,
+        StatusCode::PAYMENT_REQUIRED,
+        "INSUFFICIENT_BALANCE",
+    )
+    .await;
+    assert_eq!(
+        app.fingerprint().await,
+        before,
+        "no key stored for a failure"
+    );
+
+    app.charge(1, 500).await;
+    let retry = app.pay(1, reservation, "retry-me").await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert!(retry.headers().get("idempotent-replayed").is_none());
+    assert_eq!(app.balance(1).await, 300);
+}
