@@ -8,6 +8,7 @@ use shared::config::{DatabaseArgs, LogArgs};
 
 use crate::auth::{JwtSecret, MAX_TOKEN_TTL};
 use crate::domain::{Role, UserId};
+use crate::startup::Limits;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,6 +72,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LOCK_TIMEOUT_MS", default_value_t = 5_000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub lock_timeout_ms: u64,
+
+    /// Live (held, unexpired) holds one user may have at once.
+    #[arg(long, env = "MAX_HOLDS_PER_USER", default_value_t = Limits::DEFAULT_MAX_HOLDS_PER_USER,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_holds_per_user: u32,
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +137,14 @@ impl ServeArgs {
             hold_ttl: Duration::from_secs(self.hold_ttl_seconds),
             lock_timeout: Duration::from_millis(self.lock_timeout_ms),
             max_connections: self.database.database_max_connections,
+        }
+    }
+}
+
+impl ServeArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_holds_per_user: self.max_holds_per_user,
         }
     }
 }

@@ -21,6 +21,8 @@ pub enum ApiError {
     SaleNotOpen,
     #[error("the seat is held by someone else or sold")]
     SeatUnavailable,
+    #[error("you already hold {0} seats, the most one user may hold at once: pay for or release one first")]
+    TooManyHolds(u32),
     #[error("the hold expired before it was paid")]
     ReservationExpired,
     #[error("the reservation is not held: it was already paid")]
@@ -52,6 +54,7 @@ impl ApiError {
             InsufficientBalance { .. } => (StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE"),
             SaleNotOpen => (StatusCode::CONFLICT, "SALE_NOT_OPEN"),
             SeatUnavailable => (StatusCode::CONFLICT, "SEAT_UNAVAILABLE"),
+            TooManyHolds(_) => (StatusCode::CONFLICT, "TOO_MANY_HOLDS"),
             ReservationExpired => (StatusCode::CONFLICT, "RESERVATION_EXPIRED"),
             ReservationNotHeld => (StatusCode::CONFLICT, "RESERVATION_NOT_HELD"),
             IdempotencyKeyInUse => (StatusCode::CONFLICT, "IDEMPOTENCY_KEY_IN_USE"),

@@ -34,7 +34,8 @@ async fn main() -> anyhow::Result<()> {
                 .database_url
                 .parse()
                 .context("DATABASE_URL is not a valid Postgres URL")?;
-            let app = Application::build(args.settings(), database).await?;
+            let app =
+                Application::build_with_limits(args.settings(), args.limits(), database).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(shared::signals::cancel_on_signal(shutdown.clone()));
             app.run_until_stopped(shutdown).await?;

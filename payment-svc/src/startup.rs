@@ -32,6 +32,26 @@ pub struct Settings {
     pub max_connections: u32,
 }
 
+/// How much one client may take. Kept apart from [`Settings`], with defaults, so code that
+/// builds the application from explicit settings keeps compiling as limits are added.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Live (held, unexpired) holds one user may have at once (`MAX_HOLDS_PER_USER`).
+    pub max_holds_per_user: u32,
+}
+
+impl Limits {
+    pub const DEFAULT_MAX_HOLDS_PER_USER: u32 = 4;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_holds_per_user: Self::DEFAULT_MAX_HOLDS_PER_USER,
+        }
+    }
+}
+
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
@@ -39,6 +59,7 @@ pub struct AppState {
     pub tokens: Arc<TokenVerifier>,
     /// Whole seconds, as Postgres `make_interval` takes them.
     pub hold_ttl_seconds: f64,
+    pub max_holds_per_user: u32,
     pub metrics: PrometheusHandle,
 }
 
@@ -48,9 +69,18 @@ pub struct Application {
 }
 
 impl Application {
+    /// [`Application::build_with_limits`] with the default limits.
+    pub async fn build(settings: Settings, database: PgConnectOptions) -> anyhow::Result<Self> {
+        Self::build_with_limits(settings, Limits::default(), database).await
+    }
+
     /// Binds the listener and prepares the router. The pool connects lazily, so the service
     /// starts while Postgres is down and reports it through `/readyz` and 503s.
-    pub async fn build(settings: Settings, database: PgConnectOptions) -> anyhow::Result<Self> {
+    pub async fn build_with_limits(
+        settings: Settings,
+        limits: Limits,
+        database: PgConnectOptions,
+    ) -> anyhow::Result<Self> {
         let database = database.application_name("payment-svc").options([(
             "lock_timeout",
             format!("{}ms", settings.lock_timeout.as_millis()),
@@ -60,6 +90,7 @@ impl Application {
             pool,
             tokens: Arc::new(TokenVerifier::new(&settings.jwt_secret)),
             hold_ttl_seconds: settings.hold_ttl.as_secs_f64(),
+            max_holds_per_user: limits.max_holds_per_user,
             metrics: shared::metrics::prometheus_handle(),
         };
         let listener = TcpListener::bind(settings.http_addr).await?;
@@ -96,9 +127,16 @@ fn router(state: AppState) -> Router {
         .route("/schedules/{schedule_id}/seats", get(concerts::seats))
         .route("/points", get(points::balance))
         .route("/points/charge", post(points::charge))
-        .route("/reservations", post(reservations::hold))
-        .route("/reservations/{reservation_id}", get(reservations::show))
+        .route(
+            "/reservations",
+            post(reservations::hold).get(reservations::list),
+        )
+        .route(
+            "/reservations/{reservation_id}",
+            get(reservations::show).delete(reservations::release),
+        )
         .route("/payments", post(payments::pay))
+        .route("/payments/{payment_id}", get(payments::show))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::malformed("this method is not allowed on this path")

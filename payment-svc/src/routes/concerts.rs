@@ -11,6 +11,7 @@ use crate::auth::Admin;
 use crate::domain::{NewConcert, RawSchedule, Timestamp};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Path, Query};
+use crate::routes::page;
 use crate::startup::AppState;
 
 #[derive(Deserialize)]
@@ -99,9 +100,6 @@ pub struct ListParams {
     after: Option<i64>,
 }
 
-const DEFAULT_PAGE: i64 = 20;
-const MAX_PAGE: i64 = 100;
-
 #[derive(Serialize, sqlx::FromRow)]
 struct ConcertSummary {
     concert_id: i64,
@@ -112,12 +110,7 @@ pub async fn list(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::malformed(format!(
-            "limit must be between 1 and {MAX_PAGE}, got {limit}"
-        )));
-    }
+    let limit = page::LIST.limit(params.limit)?;
     let concerts: Vec<ConcertSummary> = sqlx::query_as(
         "SELECT id AS concert_id, title FROM concerts WHERE id > $1 ORDER BY id LIMIT $2",
     )
@@ -125,10 +118,7 @@ pub async fn list(
     .bind(limit)
     .fetch_all(&state.pool)
     .await?;
-    // A full page may have more behind it; the client passes this back as `after`.
-    let next_after = (concerts.len() as i64 == limit)
-        .then(|| concerts.last().map(|c| c.concert_id))
-        .flatten();
+    let next_after = page::next_after(&concerts, limit, |c| c.concert_id);
     Ok(Json(
         json!({ "concerts": concerts, "next_after": next_after }),
     ))

@@ -2,6 +2,7 @@
 
 pub mod concerts;
 pub mod health;
+pub mod page;
 pub mod payments;
 pub mod points;
 pub mod reservations;

@@ -1,15 +1,17 @@
-//! Paying for a hold.
+//! Paying for a hold, and looking a payment up.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::confirm_payment::confirm_payment;
 use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, Path};
 use crate::idempotency::{self, Begin, Endpoint, IdempotencyKey, StoredResponse};
 use crate::observability;
 use crate::startup::AppState;
@@ -47,4 +49,34 @@ pub async fn pay(
         tracing::info!(reservation_id = %receipt.reservation_id, "payment sold out its schedule");
     }
     Ok(response.into_response())
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+pub struct Payment {
+    payment_id: Uuid,
+    reservation_id: Uuid,
+    schedule_id: i64,
+    seat_no: i32,
+    amount: i64,
+    created_at: DateTime<Utc>,
+}
+
+/// My payment, for a client that lost the response to `POST /payments`.
+pub async fn show(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(payment_id): Path<Uuid>,
+) -> Result<Json<Payment>, ApiError> {
+    // Another user's payment is reported as not found, so ids cannot be probed.
+    let payment: Option<Payment> = sqlx::query_as(
+        "SELECT p.id AS payment_id, p.reservation_id, r.schedule_id, r.seat_no, p.amount,
+                p.created_at
+         FROM payments p JOIN reservations r ON r.id = p.reservation_id
+         WHERE p.id = $1 AND p.user_id = $2",
+    )
+    .bind(payment_id)
+    .bind(caller.user.get())
+    .fetch_optional(&state.pool)
+    .await?;
+    payment.map(Json).ok_or(ApiError::NotFound("payment"))
 }

@@ -1,16 +1,18 @@
-//! Seat holds.
+//! Seat holds: taking one (or getting mine back), listing mine, showing and releasing one.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::domain::SeatNo;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, Path};
+use crate::extract::{JsonBody, Path, Query};
+use crate::routes::page;
 use crate::startup::AppState;
 
 #[derive(Deserialize)]
@@ -30,6 +32,13 @@ pub struct Reservation {
     held_until: DateTime<Utc>,
 }
 
+/// A reservation as clients see it. Expiry is lazy (see the hold below), so a HELD row past
+/// `held_until` is shown as the EXPIRED it already is.
+const RESERVATION_COLUMNS: &str = "id AS reservation_id, schedule_id, seat_no, price,
+     CASE WHEN status = 'HELD' AND held_until <= clock_timestamp() THEN 'EXPIRED' ELSE status END
+       AS status,
+     held_until";
+
 #[derive(sqlx::FromRow)]
 struct SaleWindow {
     seat_count: i32,
@@ -37,6 +46,8 @@ struct SaleWindow {
     open: bool,
 }
 
+/// 201 with a new hold; 200 with my existing hold of this seat (a retry that lost the
+/// response gets its hold back instead of "held by someone else").
 pub async fn hold(
     caller: Caller,
     State(state): State<AppState>,
@@ -59,23 +70,58 @@ pub async fn hold(
     }
 
     let mut tx = crate::db::begin(&state.pool).await?;
+    // One hold at a time per user: the cap below counts, then inserts, and two concurrent holds
+    // of one user would both count below it. A lock on the user, held until commit, makes the
+    // second wait and count the first. Users have no row to lock, so it is an advisory lock on
+    // a hash of the user id, prefixed so it shares no key with other advisory locks (such as
+    // ranking-worker's consumer locks); a collision only makes two users' holds take turns.
+    // Every statement after it reads the clock afresh (clock_timestamp()), as the wait may
+    // have been long.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('holds of user ' || $1, 0))")
+        .bind(caller.user.get())
+        .execute(&mut *tx)
+        .await?;
     // Lazy expiry: a stale hold keeps its slot in reservations_one_live_per_seat until someone
     // wants the seat. Flipping it here frees the slot for the insert below. The row lock this
     // takes serialises with a concurrent payment of that hold: whichever is second sees the
     // other's outcome.
     sqlx::query(
         "UPDATE reservations SET status = 'EXPIRED'
-         WHERE schedule_id = $1 AND seat_no = $2 AND status = 'HELD' AND held_until <= now()",
+         WHERE schedule_id = $1 AND seat_no = $2 AND status = 'HELD'
+           AND held_until <= clock_timestamp()",
     )
     .bind(body.schedule_id)
     .bind(seat.get())
     .execute(&mut *tx)
     .await?;
+    let mine: Option<Reservation> = sqlx::query_as(&format!(
+        "SELECT {RESERVATION_COLUMNS} FROM reservations
+         WHERE schedule_id = $1 AND seat_no = $2 AND user_id = $3 AND status = 'HELD'"
+    ))
+    .bind(body.schedule_id)
+    .bind(seat.get())
+    .bind(caller.user.get())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(mine) = mine {
+        tx.commit().await?;
+        return Ok((StatusCode::OK, Json(mine)));
+    }
+    let (live,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM reservations
+         WHERE user_id = $1 AND status = 'HELD' AND held_until > clock_timestamp()",
+    )
+    .bind(caller.user.get())
+    .fetch_one(&mut *tx)
+    .await?;
+    if live >= i64::from(state.max_holds_per_user) {
+        return Err(ApiError::TooManyHolds(state.max_holds_per_user));
+    }
     // The unique index on live reservations decides races for the seat: the loser's insert
     // fails with reservations_one_live_per_seat, which maps to 409 SEAT_UNAVAILABLE.
     let reservation: Reservation = sqlx::query_as(
         "INSERT INTO reservations (id, user_id, schedule_id, seat_no, price, status, held_until)
-         SELECT $1, $2, s.id, $3, s.price, 'HELD', now() + make_interval(secs => $4)
+         SELECT $1, $2, s.id, $3, s.price, 'HELD', clock_timestamp() + make_interval(secs => $4)
          FROM schedules s WHERE s.id = $5
          RETURNING id AS reservation_id, schedule_id, seat_no, price, status, held_until",
     )
@@ -90,18 +136,47 @@ pub async fn hold(
     Ok((StatusCode::CREATED, Json(reservation)))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    limit: Option<i64>,
+    /// Cursor: list reservations older than this one.
+    after: Option<Uuid>,
+}
+
+/// My reservations, newest first. Ids are UUIDv7, ordered by creation time, so the id is both
+/// the order and the cursor.
+pub async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = page::LIST.limit(params.limit)?;
+    let reservations: Vec<Reservation> = sqlx::query_as(&format!(
+        "SELECT {RESERVATION_COLUMNS} FROM reservations
+         WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2)
+         ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(caller.user.get())
+    .bind(params.after)
+    .bind(limit)
+    .fetch_all(&state.pool)
+    .await?;
+    let next_after = page::next_after(&reservations, limit, |r| r.reservation_id);
+    Ok(Json(
+        json!({ "reservations": reservations, "next_after": next_after }),
+    ))
+}
+
 pub async fn show(
     caller: Caller,
     State(state): State<AppState>,
     Path(reservation_id): Path<Uuid>,
 ) -> Result<Json<Reservation>, ApiError> {
     // Another user's reservation is reported as not found, so ids cannot be probed.
-    let reservation: Option<Reservation> = sqlx::query_as(
-        "SELECT id AS reservation_id, schedule_id, seat_no, price,
-                CASE WHEN status = 'HELD' AND held_until <= now() THEN 'EXPIRED' ELSE status END AS status,
-                held_until
-         FROM reservations WHERE id = $1 AND user_id = $2",
-    )
+    let reservation: Option<Reservation> = sqlx::query_as(&format!(
+        "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = $1 AND user_id = $2"
+    ))
     .bind(reservation_id)
     .bind(caller.user.get())
     .fetch_optional(&state.pool)
@@ -109,4 +184,41 @@ pub async fn show(
     reservation
         .map(Json)
         .ok_or(ApiError::NotFound("reservation"))
+}
+
+/// Releases my hold: 204, and the seat is free at once. Releasing a hold that already expired
+/// or was released is a no-op (204 again); a paid one cannot be released.
+pub async fn release(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(reservation_id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    // A released hold is an expired one, expired now: it leaves the live-reservation index (the
+    // seat is free) and can never be paid. The row lock serialises this with a payment of the
+    // same hold; whichever is second sees the other's outcome.
+    let released = sqlx::query(
+        "UPDATE reservations
+         SET status = 'EXPIRED', held_until = least(held_until, clock_timestamp())
+         WHERE id = $1 AND user_id = $2 AND status = 'HELD'",
+    )
+    .bind(reservation_id)
+    .bind(caller.user.get())
+    .execute(&state.pool)
+    .await?
+    .rows_affected();
+    if released == 1 {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    // CONFIRMED and EXPIRED are final, so what this reads cannot change under it.
+    let status: Option<(String,)> =
+        sqlx::query_as("SELECT status FROM reservations WHERE id = $1 AND user_id = $2")
+            .bind(reservation_id)
+            .bind(caller.user.get())
+            .fetch_optional(&state.pool)
+            .await?;
+    match status.as_ref().map(|(status,)| status.as_str()) {
+        None => Err(ApiError::NotFound("reservation")),
+        Some("CONFIRMED") => Err(ApiError::ReservationNotHeld),
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use payment_svc::auth::{mint_token, JwtSecret};
 use payment_svc::domain::{Role, UserId};
-use payment_svc::startup::{Application, Settings};
+use payment_svc::startup::{Application, Limits, Settings};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -45,8 +45,16 @@ impl TestApp {
     }
 
     pub async fn spawn_with(database: PgConnectOptions, settings: Settings) -> Self {
+        Self::spawn_with_limits(database, settings, Limits::default()).await
+    }
+
+    pub async fn spawn_with_limits(
+        database: PgConnectOptions,
+        settings: Settings,
+        limits: Limits,
+    ) -> Self {
         shared::telemetry::init_for_tests();
-        let app = Application::build(settings, database.clone())
+        let app = Application::build_with_limits(settings, limits, database.clone())
             .await
             .expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());

@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod healthcheck;
 mod hold_expiry;
+mod holds;
 mod idempotency;
 mod last_seat;
 mod money;
