@@ -77,6 +77,18 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_HOLDS_PER_USER", default_value_t = Limits::DEFAULT_MAX_HOLDS_PER_USER,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_holds_per_user: u32,
+
+    /// Longest one SQL statement may run, in milliseconds; a request whose statement runs
+    /// longer gets 503.
+    #[arg(long, env = "STATEMENT_TIMEOUT_MS", default_value_t = Limits::DEFAULT_STATEMENT_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub statement_timeout_ms: u64,
+
+    /// Longest a request may take, reading its body included, in milliseconds; a client that
+    /// sends more slowly gets 408.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = Limits::DEFAULT_REQUEST_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub request_timeout_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +157,8 @@ impl ServeArgs {
     pub fn limits(&self) -> Limits {
         Limits {
             max_holds_per_user: self.max_holds_per_user,
+            statement_timeout: Duration::from_millis(self.statement_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
         }
     }
 }

@@ -39,6 +39,10 @@ pub enum ApiError {
     Validation(String),
     #[error("the database is unreachable")]
     Unavailable(#[source] sqlx::Error),
+    #[error("the database did not answer in time")]
+    TooSlow(#[source] sqlx::Error),
+    #[error("the request was not received and answered within {0} ms")]
+    RequestTimeout(u128),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -62,7 +66,8 @@ impl ApiError {
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"),
             Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
-            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            Unavailable(_) | TooSlow(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }
@@ -84,6 +89,7 @@ impl IntoResponse for ApiError {
             // The cause chain goes to the log, never to the client.
             ApiError::Internal(cause) => tracing::error!(error = ?cause, "request failed"),
             ApiError::Unavailable(cause) => tracing::warn!(error = %cause, "database unavailable"),
+            ApiError::TooSlow(cause) => tracing::warn!(error = %cause, "database too slow"),
             _ => {}
         }
         let (status, code) = self.status_and_code();
@@ -98,7 +104,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Database errors that a handler did not map itself: an unreachable database is a 503, a
+/// Database errors that a handler did not map itself: an unreachable or too slow database is a
+/// 503, a
 /// violated business constraint is the conflict it names, a value Postgres refuses is a 422,
 /// anything else is a 500.
 impl From<sqlx::Error> for ApiError {
@@ -113,9 +120,10 @@ impl From<sqlx::Error> for ApiError {
                 _ => {}
             }
             let code = db.code().unwrap_or_default();
-            // lock_not_available: a row stayed locked longer than the pool's lock_timeout.
-            if code == "55P03" {
-                return ApiError::Unavailable(error);
+            // lock_not_available: a row stayed locked longer than the pool's lock_timeout;
+            // query_canceled: a statement ran longer than its statement_timeout.
+            if code == "55P03" || code == "57014" {
+                return ApiError::TooSlow(error);
             }
             // Class 22, data exception: Postgres refused a value (NUL in text, a time out of
             // its range, an overflow). Validation is meant to stop such input first; whatever

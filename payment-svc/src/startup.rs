@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
@@ -12,6 +13,8 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::{BoxError, ServiceBuilder};
+use tower_http::compression::CompressionLayer;
 
 use crate::auth::{JwtSecret, TokenVerifier};
 use crate::error::ApiError;
@@ -38,16 +41,29 @@ pub struct Settings {
 pub struct Limits {
     /// Live (held, unexpired) holds one user may have at once (`MAX_HOLDS_PER_USER`).
     pub max_holds_per_user: u32,
+    /// Longest one SQL statement may run (`STATEMENT_TIMEOUT_MS`): no request, however odd,
+    /// keeps a connection busy longer; it gets 503 `UNAVAILABLE` instead.
+    pub statement_timeout: Duration,
+    /// Longest a request may take from its headers to its response (`REQUEST_TIMEOUT_MS`),
+    /// reading its body included: a client that sends slowly gets 408 `REQUEST_TIMEOUT`
+    /// instead of holding a connection (and perhaps a transaction) open.
+    pub request_timeout: Duration,
 }
 
 impl Limits {
     pub const DEFAULT_MAX_HOLDS_PER_USER: u32 = 4;
+    /// Above the default lock timeout (5 s), so a lock wait ends as a lock timeout.
+    pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 10_000;
+    /// Above lock and statement timeouts, so a slow database is reported as such (503) first.
+    pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_holds_per_user: Self::DEFAULT_MAX_HOLDS_PER_USER,
+            statement_timeout: Duration::from_millis(Self::DEFAULT_STATEMENT_TIMEOUT_MS),
+            request_timeout: Duration::from_millis(Self::DEFAULT_REQUEST_TIMEOUT_MS),
         }
     }
 }
@@ -81,10 +97,16 @@ impl Application {
         limits: Limits,
         database: PgConnectOptions,
     ) -> anyhow::Result<Self> {
-        let database = database.application_name("payment-svc").options([(
-            "lock_timeout",
-            format!("{}ms", settings.lock_timeout.as_millis()),
-        )]);
+        let database = database.application_name("payment-svc").options([
+            (
+                "lock_timeout",
+                format!("{}ms", settings.lock_timeout.as_millis()),
+            ),
+            (
+                "statement_timeout",
+                format!("{}ms", limits.statement_timeout.as_millis()),
+            ),
+        ]);
         let pool = shared::db::pool_options(settings.max_connections).connect_lazy_with(database);
         let state = AppState {
             pool,
@@ -96,7 +118,7 @@ impl Application {
         let listener = TcpListener::bind(settings.http_addr).await?;
         Ok(Self {
             listener,
-            router: router(state),
+            router: router(state, limits.request_timeout),
         })
     }
 
@@ -116,7 +138,17 @@ impl Application {
     }
 }
 
-fn router(state: AppState) -> Router {
+fn router(state: AppState, request_timeout: Duration) -> Router {
+    // The deadline drops the handler's future when it passes; a transaction in it rolls back.
+    let deadline = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |error: BoxError| async move {
+            if error.is::<tower::timeout::error::Elapsed>() {
+                ApiError::RequestTimeout(request_timeout.as_millis())
+            } else {
+                ApiError::Internal(anyhow::anyhow!(error))
+            }
+        }))
+        .timeout(request_timeout);
     let routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -142,6 +174,10 @@ fn router(state: AppState) -> Router {
             ApiError::malformed("this method is not allowed on this path")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(deadline)
         .layer(axum::middleware::from_fn(shared::metrics::record_request));
-    observability::with_request_log(routes).with_state(state)
+    // gzip for clients that accept it: a page of 1,000 seats shrinks about twentyfold.
+    observability::with_request_log(routes)
+        .layer(CompressionLayer::new())
+        .with_state(state)
 }

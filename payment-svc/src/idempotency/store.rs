@@ -108,7 +108,8 @@ pub async fn begin(pool: &PgPool, request: Request<'_>) -> Result<Begin, ApiErro
     .await
     .map_err(
         |error| match error.as_database_error().and_then(|db| db.code()) {
-            Some(code) if code == "55P03" => ApiError::IdempotencyKeyInUse,
+            // The wait for the first request outlasted lock_timeout (or statement_timeout).
+            Some(code) if code == "55P03" || code == "57014" => ApiError::IdempotencyKeyInUse,
             _ => error.into(),
         },
     )?

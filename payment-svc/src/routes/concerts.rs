@@ -159,6 +159,20 @@ pub async fn show(
     ))
 }
 
+/// A schedule has up to 100,000 seats: a page holds at most 1,000 (SPEC §3).
+const SEAT_PAGE: page::PageSize = page::PageSize {
+    default: 100,
+    max: 1_000,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeatParams {
+    limit: Option<i64>,
+    /// Cursor: list seats numbered above this.
+    after: Option<i32>,
+}
+
 #[derive(Serialize, sqlx::FromRow)]
 struct Seat {
     seat_no: i32,
@@ -169,26 +183,48 @@ struct Seat {
 pub async fn seats(
     State(state): State<AppState>,
     Path(schedule_id): Path<i64>,
+    Query(params): Query<SeatParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    // Seats are implicit (see the migration): number them and derive each status from the
-    // seat's live reservation, if any.
-    let seats: Vec<Seat> = sqlx::query_as(
-        "SELECT n.seat_no, s.price,
-                CASE WHEN r.status = 'CONFIRMED' THEN 'SOLD'
-                     WHEN r.status = 'HELD' AND r.held_until > now() THEN 'HELD'
-                     ELSE 'AVAILABLE' END AS status
-         FROM schedules s
-         CROSS JOIN LATERAL generate_series(1, s.seat_count) AS n(seat_no)
-         LEFT JOIN reservations r
-                ON r.schedule_id = s.id AND r.seat_no = n.seat_no AND r.status IN ('HELD', 'CONFIRMED')
-         WHERE s.id = $1
-         ORDER BY n.seat_no",
-    )
-    .bind(schedule_id)
-    .fetch_all(&state.pool)
-    .await?;
-    if seats.is_empty() {
-        return Err(ApiError::NotFound("schedule"));
+    let limit = SEAT_PAGE.limit(params.limit)?;
+    let after = params.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::malformed(format!(
+            "after must be a seat number or 0, got {after}"
+        )));
     }
-    Ok(Json(json!({ "schedule_id": schedule_id, "seats": seats })))
+    let schedule: Option<(i32, i64)> =
+        sqlx::query_as("SELECT seat_count, price FROM schedules WHERE id = $1")
+            .bind(schedule_id)
+            .fetch_optional(&state.pool)
+            .await?;
+    let (seat_count, price) = schedule.ok_or(ApiError::NotFound("schedule"))?;
+    // The page is seats after+1 ..= last; last is at most seat_count, so it fits an i32.
+    let last = (i64::from(after) + limit).min(i64::from(seat_count)) as i32;
+    let seats: Vec<Seat> = if after < last {
+        // Seats are implicit (see the migration): number this page's and derive each status
+        // from the seat's live reservation, if any, found by reservations_one_live_per_seat.
+        sqlx::query_as(
+            "SELECT n.seat_no, $4::bigint AS price,
+                    CASE WHEN r.status = 'CONFIRMED' THEN 'SOLD'
+                         WHEN r.status = 'HELD' AND r.held_until > now() THEN 'HELD'
+                         ELSE 'AVAILABLE' END AS status
+             FROM generate_series($2::int, $3::int) AS n(seat_no)
+             LEFT JOIN reservations r
+                    ON r.schedule_id = $1 AND r.seat_no = n.seat_no
+                   AND r.status IN ('HELD', 'CONFIRMED')
+             ORDER BY n.seat_no",
+        )
+        .bind(schedule_id)
+        .bind(after + 1)
+        .bind(last)
+        .bind(price)
+        .fetch_all(&state.pool)
+        .await?
+    } else {
+        Vec::new()
+    };
+    let next_after = (after < last && last < seat_count).then_some(last);
+    Ok(Json(
+        json!({ "schedule_id": schedule_id, "seats": seats, "next_after": next_after }),
+    ))
 }

@@ -5,6 +5,7 @@ mod helpers;
 mod auth;
 mod bad_input;
 mod healthcheck;
+mod heavy_reads;
 mod hold_expiry;
 mod holds;
 mod idempotency;
