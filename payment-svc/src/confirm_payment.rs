@@ -14,7 +14,7 @@ use crate::domain::UserId;
 use crate::error::ApiError;
 
 /// What the client is told about its payment.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Receipt {
     pub payment_id: Uuid,
     pub reservation_id: Uuid,

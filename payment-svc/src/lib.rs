@@ -10,5 +10,6 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod observability;
+pub mod openapi;
 pub mod routes;
 pub mod startup;

@@ -153,6 +153,7 @@ fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(crate::openapi::document))
         .route("/admin/concerts", post(concerts::create))
         .route("/concerts", get(concerts::list))
         .route("/concerts/{concert_id}", get(concerts::show))

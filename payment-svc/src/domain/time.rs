@@ -12,7 +12,14 @@ pub const YEARS: RangeInclusive<i32> = 2000..=2100;
 /// A point in time sent by a client: an RFC 3339 `date-time` (JSON Schema's and OpenAPI's
 /// format) with four-digit year, two-digit month, day, hour, minute and second, a `T`, and `Z`
 /// or a `±hh:mm` offset, in [`YEARS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(
+    value_type = String,
+    format = DateTime,
+    example = "2030-01-31T19:00:00+09:00",
+    description = "An RFC 3339 date-time (four-digit year, `T`, `Z` or a `±hh:mm` offset) in the \
+                   years 2000 to 2100, counted in UTC; any other time is refused with 422."
+)]
 pub struct Timestamp(DateTime<Utc>);
 
 impl Timestamp {

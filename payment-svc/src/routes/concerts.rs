@@ -5,32 +5,42 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Admin;
 use crate::domain::{NewConcert, RawSchedule, Timestamp};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Path, Query};
+use crate::openapi;
 use crate::routes::page;
 use crate::startup::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConcert {
+    /// 1 to 200 characters, not blank, without control characters or bidi embeddings,
+    /// overrides and isolates (U+202A..U+202E, U+2066..U+2069).
+    #[schema(min_length = 1, max_length = 200)]
     title: String,
+    #[schema(min_items = 1, max_items = 100)]
     schedules: Vec<CreateSchedule>,
 }
 
-#[derive(Deserialize)]
+/// `sale_starts_at` must be before `starts_at`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSchedule {
     starts_at: Timestamp,
     sale_starts_at: Timestamp,
+    #[schema(minimum = 1, maximum = 100_000)]
     seat_count: i64,
+    /// Per seat, in KRW.
+    #[schema(minimum = 1, maximum = 10_000_000)]
     price: i64,
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+/// A schedule (one performance). Times are kept to the millisecond.
+#[derive(Serialize, sqlx::FromRow, ToSchema)]
 pub struct Schedule {
     schedule_id: i64,
     starts_at: DateTime<Utc>,
@@ -39,11 +49,34 @@ pub struct Schedule {
     price: i64,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct CreatedConcert {
+    concert_id: i64,
+    title: String,
+    /// In the order they were sent.
+    schedules: Vec<Schedule>,
+}
+
+/// Creates a concert with its schedules (admin).
+#[utoipa::path(
+    post,
+    path = "/admin/concerts",
+    tag = "concerts",
+    security(("bearer" = [])),
+    request_body = CreateConcert,
+    responses(
+        (status = 201, description = "Created", body = CreatedConcert),
+        openapi::Malformed,
+        openapi::AdminOnly,
+        openapi::BodyErrors,
+        openapi::Always,
+    )
+)]
 pub async fn create(
     _admin: Admin,
     State(state): State<AppState>,
     JsonBody { value: body, .. }: JsonBody<CreateConcert>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedConcert>), ApiError> {
     let raw = body
         .schedules
         .into_iter()
@@ -88,28 +121,56 @@ pub async fn create(
 
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "concert_id": concert_id, "title": concert.title(), "schedules": created })),
+        Json(CreatedConcert {
+            concert_id,
+            title: concert.title().to_owned(),
+            schedules: created,
+        }),
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Page size.
+    #[param(minimum = 1, maximum = 100, default = 20)]
     limit: Option<i64>,
-    /// Cursor: list concerts with an id greater than this.
+    /// Cursor: list concerts with an id greater than this (the previous page's `next_after`).
     after: Option<i64>,
 }
 
-#[derive(Serialize, sqlx::FromRow)]
-struct ConcertSummary {
+#[derive(Serialize, sqlx::FromRow, ToSchema)]
+pub struct ConcertSummary {
     concert_id: i64,
     title: String,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct ConcertPage {
+    /// By id, ascending.
+    concerts: Vec<ConcertSummary>,
+    /// Pass as `after` for the next page; null when this page is not full.
+    #[schema(required = true)]
+    next_after: Option<i64>,
+}
+
+/// Lists concerts.
+#[utoipa::path(
+    get,
+    path = "/concerts",
+    tag = "concerts",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of concerts", body = ConcertPage),
+        openapi::Malformed,
+        openapi::Always,
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ConcertPage>, ApiError> {
     let limit = page::LIST.limit(params.limit)?;
     let concerts: Vec<ConcertSummary> = sqlx::query_as(
         "SELECT id AS concert_id, title FROM concerts WHERE id > $1 ORDER BY id LIMIT $2",
@@ -119,24 +180,48 @@ pub async fn list(
     .fetch_all(&state.pool)
     .await?;
     let next_after = page::next_after(&concerts, limit, |c| c.concert_id);
-    Ok(Json(
-        json!({ "concerts": concerts, "next_after": next_after }),
-    ))
+    Ok(Json(ConcertPage {
+        concerts,
+        next_after,
+    }))
 }
 
-#[derive(Serialize, sqlx::FromRow)]
-struct ScheduleDetail {
+#[derive(Serialize, sqlx::FromRow, ToSchema)]
+pub struct ScheduleDetail {
     #[serde(flatten)]
     #[sqlx(flatten)]
     schedule: Schedule,
+    /// Seats neither paid nor held.
     available_seats: i64,
+    /// When the last seat was paid (database clock); null until then.
+    #[schema(required = true)]
     sold_out_at: Option<DateTime<Utc>>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct ConcertDetail {
+    concert_id: i64,
+    title: String,
+    schedules: Vec<ScheduleDetail>,
+}
+
+/// Shows a concert with its schedules.
+#[utoipa::path(
+    get,
+    path = "/concerts/{concert_id}",
+    tag = "concerts",
+    params(("concert_id" = i64, Path, description = "The concert's id")),
+    responses(
+        (status = 200, description = "The concert", body = ConcertDetail),
+        openapi::Malformed,
+        openapi::NotFound,
+        openapi::Always,
+    )
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(concert_id): Path<i64>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ConcertDetail>, ApiError> {
     let title: Option<(String,)> = sqlx::query_as("SELECT title FROM concerts WHERE id = $1")
         .bind(concert_id)
         .fetch_optional(&state.pool)
@@ -154,9 +239,11 @@ pub async fn show(
     .bind(concert_id)
     .fetch_all(&state.pool)
     .await?;
-    Ok(Json(
-        json!({ "concert_id": concert_id, "title": title, "schedules": schedules }),
-    ))
+    Ok(Json(ConcertDetail {
+        concert_id,
+        title,
+        schedules,
+    }))
 }
 
 /// A schedule has up to 100,000 seats: a page holds at most 1,000 (SPEC §3).
@@ -165,26 +252,63 @@ const SEAT_PAGE: page::PageSize = page::PageSize {
     max: 1_000,
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SeatParams {
+    /// Page size.
+    #[param(minimum = 1, maximum = 1_000, default = 100)]
     limit: Option<i64>,
-    /// Cursor: list seats numbered above this.
+    /// Cursor: list seats numbered above this (the previous page's `next_after`).
+    #[param(minimum = 0)]
     after: Option<i32>,
 }
 
-#[derive(Serialize, sqlx::FromRow)]
-struct Seat {
-    seat_no: i32,
-    price: i64,
-    status: String,
+/// A seat's status, derived from its live reservation.
+#[derive(Serialize, sqlx::Type, ToSchema)]
+#[sqlx(type_name = "text", rename_all = "UPPERCASE")]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SeatStatus {
+    Available,
+    Held,
+    Sold,
 }
 
+#[derive(Serialize, sqlx::FromRow, ToSchema)]
+pub struct Seat {
+    seat_no: i32,
+    price: i64,
+    status: SeatStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SeatPage {
+    schedule_id: i64,
+    /// By seat number, ascending.
+    seats: Vec<Seat>,
+    /// Pass as `after` for the next page; null after the schedule's last seat.
+    #[schema(required = true)]
+    next_after: Option<i32>,
+}
+
+/// Lists a schedule's seats with their status, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/schedules/{schedule_id}/seats",
+    tag = "concerts",
+    params(("schedule_id" = i64, Path, description = "The schedule's id"), SeatParams),
+    responses(
+        (status = 200, description = "A page of seats", body = SeatPage),
+        openapi::Malformed,
+        openapi::NotFound,
+        openapi::Always,
+    )
+)]
 pub async fn seats(
     State(state): State<AppState>,
     Path(schedule_id): Path<i64>,
     Query(params): Query<SeatParams>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SeatPage>, ApiError> {
     let limit = SEAT_PAGE.limit(params.limit)?;
     let after = params.after.unwrap_or(0);
     if after < 0 {
@@ -224,7 +348,9 @@ pub async fn seats(
         Vec::new()
     };
     let next_after = (after < last && last < seat_count).then_some(last);
-    Ok(Json(
-        json!({ "schedule_id": schedule_id, "seats": seats, "next_after": next_after }),
-    ))
+    Ok(Json(SeatPage {
+        schedule_id,
+        seats,
+        next_after,
+    }))
 }

@@ -5,31 +5,80 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::startup::AppState;
 
 /// Readiness must answer promptly even when Postgres hangs.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`
+    status: &'static str,
 }
 
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `unavailable`.
+    status: &'static str,
+    /// `unreachable` when Postgres does not answer; absent when ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    postgres: Option<&'static str>,
+}
+
+/// Liveness: 200 while the process runs.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "Alive", body = Health))
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: 200 when Postgres answers, else 503.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Postgres does not answer", body = Readiness),
+    )
+)]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let ready = tokio::time::timeout(READY_CHECK_TIMEOUT, shared::db::ping(&state.pool))
         .await
         .unwrap_or(false);
     if ready {
-        (StatusCode::OK, Json(json!({ "status": "ready" })))
+        (
+            StatusCode::OK,
+            Json(Readiness {
+                status: "ready",
+                postgres: None,
+            }),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "postgres": "unreachable" })),
+            Json(Readiness {
+                status: "unavailable",
+                postgres: Some("unreachable"),
+            }),
         )
     }
 }
 
+/// Prometheus metrics, in its text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Metrics", body = String, content_type = "text/plain"))
+)]
 pub async fn metrics(State(state): State<AppState>) -> ([(&'static str, &'static str); 1], String) {
     (
         [("content-type", "text/plain; version=0.0.4")],

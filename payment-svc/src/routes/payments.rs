@@ -6,22 +6,45 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::confirm_payment::confirm_payment;
+use crate::confirm_payment::{confirm_payment, Receipt};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Path};
 use crate::idempotency::{self, Begin, Endpoint, IdempotencyKey, StoredResponse};
 use crate::observability;
+use crate::openapi;
 use crate::startup::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pay {
+    /// A hold of mine, unexpired.
     reservation_id: Uuid,
 }
 
+/// Pays for my hold from my points. The payment that sells the schedule's last seat says so.
+#[utoipa::path(
+    post,
+    path = "/payments",
+    tag = "payments",
+    security(("bearer" = [])),
+    params(openapi::IdempotencyKeyHeader),
+    request_body = Pay,
+    responses(
+        (status = 201, description = "Paid; or, for a retry with the same key and body, the first response again", body = Receipt,
+         headers(("Idempotent-Replayed" = String, description = "`true` on a replay"))),
+        openapi::Malformed,
+        openapi::Unauthenticated,
+        (status = 402, description = "`INSUFFICIENT_BALANCE`: my balance is below the price", body = openapi::Problem, content_type = "application/problem+json"),
+        openapi::NotFound,
+        (status = 409, description = "`RESERVATION_EXPIRED` (past `held_until`, or released), `RESERVATION_NOT_HELD` (already paid under another key) or `IDEMPOTENCY_KEY_IN_USE` (the first request with this key is still in flight)", body = openapi::Problem, content_type = "application/problem+json"),
+        openapi::BodyErrors,
+        openapi::Always,
+    )
+)]
 pub async fn pay(
     caller: Caller,
     State(state): State<AppState>,
@@ -51,7 +74,7 @@ pub async fn pay(
     Ok(response.into_response())
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize, sqlx::FromRow, ToSchema)]
 pub struct Payment {
     payment_id: Uuid,
     reservation_id: Uuid,
@@ -62,6 +85,20 @@ pub struct Payment {
 }
 
 /// My payment, for a client that lost the response to `POST /payments`.
+#[utoipa::path(
+    get,
+    path = "/payments/{payment_id}",
+    tag = "payments",
+    security(("bearer" = [])),
+    params(("payment_id" = Uuid, Path, description = "The payment's id")),
+    responses(
+        (status = 200, description = "The payment", body = Payment),
+        openapi::Malformed,
+        openapi::Unauthenticated,
+        openapi::NotFound,
+        openapi::Always,
+    )
+)]
 pub async fn show(
     caller: Caller,
     State(state): State<AppState>,

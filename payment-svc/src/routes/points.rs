@@ -4,8 +4,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -13,29 +13,69 @@ use crate::domain::ChargeAmount;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::idempotency::{self, Begin, Endpoint, IdempotencyKey, StoredResponse};
+use crate::openapi;
 use crate::startup::AppState;
 
+#[derive(Serialize, ToSchema)]
+pub struct Balance {
+    user_id: i64,
+    /// Points; never negative.
+    balance: i64,
+}
+
+/// My points balance (0 before the first charge).
+#[utoipa::path(
+    get,
+    path = "/points",
+    tag = "points",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "My balance", body = Balance),
+        openapi::Unauthenticated,
+        openapi::Always,
+    )
+)]
 pub async fn balance(
     caller: Caller,
     State(state): State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Balance>, ApiError> {
     let balance: Option<(i64,)> =
         sqlx::query_as("SELECT balance FROM point_balances WHERE user_id = $1")
             .bind(caller.user.get())
             .fetch_optional(&state.pool)
             .await?;
     let balance = balance.map_or(0, |(b,)| b);
-    Ok(Json(
-        json!({ "user_id": caller.user.get(), "balance": balance }),
-    ))
+    Ok(Json(Balance {
+        user_id: caller.user.get(),
+        balance,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Charge {
+    #[schema(minimum = 1, maximum = 2_000_000)]
     amount: i64,
 }
 
+/// Adds points to my balance.
+#[utoipa::path(
+    post,
+    path = "/points/charge",
+    tag = "points",
+    security(("bearer" = [])),
+    params(openapi::IdempotencyKeyHeader),
+    request_body = Charge,
+    responses(
+        (status = 200, description = "Charged; or, for a retry with the same key and body, the first response again", body = Balance,
+         headers(("Idempotent-Replayed" = String, description = "`true` on a replay"))),
+        openapi::Malformed,
+        openapi::Unauthenticated,
+        (status = 409, description = "`IDEMPOTENCY_KEY_IN_USE`: the first request with this key is still in flight", body = openapi::Problem, content_type = "application/problem+json"),
+        openapi::BodyErrors,
+        openapi::Always,
+    )
+)]
 pub async fn charge(
     caller: Caller,
     State(state): State<AppState>,
@@ -74,7 +114,10 @@ pub async fn charge(
 
     let response = StoredResponse::json(
         StatusCode::OK,
-        &json!({ "user_id": caller.user.get(), "balance": balance }),
+        &Balance {
+            user_id: caller.user.get(),
+            balance,
+        },
     )?;
     idempotency::save(tx, request(), &response).await?;
     Ok(response.into_response())

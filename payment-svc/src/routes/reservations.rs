@@ -5,30 +5,45 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::domain::SeatNo;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Path, Query};
+use crate::openapi;
 use crate::routes::page;
 use crate::startup::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Hold {
     schedule_id: i64,
+    /// 1 to the schedule's seat count.
+    #[schema(minimum = 1, maximum = 2_147_483_647)]
     seat_no: i64,
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+/// A reservation's status. A hold past `held_until`, or released, is EXPIRED.
+#[derive(Serialize, sqlx::Type, ToSchema)]
+#[sqlx(type_name = "text", rename_all = "UPPERCASE")]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ReservationStatus {
+    Held,
+    Confirmed,
+    Expired,
+}
+
+#[derive(Serialize, sqlx::FromRow, ToSchema)]
 pub struct Reservation {
     reservation_id: Uuid,
     schedule_id: i64,
     seat_no: i32,
+    /// The seat's price at hold time: what paying charges.
     price: i64,
-    status: String,
+    status: ReservationStatus,
+    /// Until when the hold may be paid (database clock).
     held_until: DateTime<Utc>,
 }
 
@@ -46,8 +61,25 @@ struct SaleWindow {
     open: bool,
 }
 
-/// 201 with a new hold; 200 with my existing hold of this seat (a retry that lost the
-/// response gets its hold back instead of "held by someone else").
+/// Holds a seat for `HOLD_TTL_SECONDS`: 201 with a new hold; 200 with my existing hold of this
+/// seat (a retry that lost the response gets its hold back instead of "held by someone else").
+#[utoipa::path(
+    post,
+    path = "/reservations",
+    tag = "reservations",
+    security(("bearer" = [])),
+    request_body = Hold,
+    responses(
+        (status = 200, description = "I already hold this seat: my hold", body = Reservation),
+        (status = 201, description = "Held", body = Reservation),
+        openapi::Malformed,
+        openapi::Unauthenticated,
+        openapi::NotFound,
+        (status = 409, description = "`SALE_NOT_OPEN` (before `sale_starts_at` or after `starts_at`), `SEAT_UNAVAILABLE` (held by someone else or sold) or `TOO_MANY_HOLDS` (`MAX_HOLDS_PER_USER` live holds already)", body = openapi::Problem, content_type = "application/problem+json"),
+        openapi::BodyErrors,
+        openapi::Always,
+    )
+)]
 pub async fn hold(
     caller: Caller,
     State(state): State<AppState>,
@@ -136,21 +168,46 @@ pub async fn hold(
     Ok((StatusCode::CREATED, Json(reservation)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Page size.
+    #[param(minimum = 1, maximum = 100, default = 20)]
     limit: Option<i64>,
-    /// Cursor: list reservations older than this one.
+    /// Cursor: list reservations older than this one (the previous page's `next_after`).
     after: Option<Uuid>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReservationPage {
+    /// Newest first.
+    reservations: Vec<Reservation>,
+    /// Pass as `after` for the next page; null when this page is not full.
+    #[schema(required = true)]
+    next_after: Option<Uuid>,
 }
 
 /// My reservations, newest first. Ids are UUIDv7, ordered by creation time, so the id is both
 /// the order and the cursor.
+#[utoipa::path(
+    get,
+    path = "/reservations",
+    tag = "reservations",
+    security(("bearer" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of my reservations", body = ReservationPage),
+        openapi::Malformed,
+        openapi::Unauthenticated,
+        openapi::Always,
+    )
+)]
 pub async fn list(
     caller: Caller,
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ReservationPage>, ApiError> {
     let limit = page::LIST.limit(params.limit)?;
     let reservations: Vec<Reservation> = sqlx::query_as(&format!(
         "SELECT {RESERVATION_COLUMNS} FROM reservations
@@ -163,11 +220,27 @@ pub async fn list(
     .fetch_all(&state.pool)
     .await?;
     let next_after = page::next_after(&reservations, limit, |r| r.reservation_id);
-    Ok(Json(
-        json!({ "reservations": reservations, "next_after": next_after }),
-    ))
+    Ok(Json(ReservationPage {
+        reservations,
+        next_after,
+    }))
 }
 
+/// One of my reservations.
+#[utoipa::path(
+    get,
+    path = "/reservations/{reservation_id}",
+    tag = "reservations",
+    security(("bearer" = [])),
+    params(("reservation_id" = Uuid, Path, description = "The reservation's id")),
+    responses(
+        (status = 200, description = "The reservation", body = Reservation),
+        openapi::Malformed,
+        openapi::Unauthenticated,
+        openapi::NotFound,
+        openapi::Always,
+    )
+)]
 pub async fn show(
     caller: Caller,
     State(state): State<AppState>,
@@ -188,6 +261,21 @@ pub async fn show(
 
 /// Releases my hold: 204, and the seat is free at once. Releasing a hold that already expired
 /// or was released is a no-op (204 again); a paid one cannot be released.
+#[utoipa::path(
+    delete,
+    path = "/reservations/{reservation_id}",
+    tag = "reservations",
+    security(("bearer" = [])),
+    params(("reservation_id" = Uuid, Path, description = "The reservation's id")),
+    responses(
+        (status = 204, description = "Released (or already expired or released)"),
+        openapi::Malformed,
+        openapi::Unauthenticated,
+        openapi::NotFound,
+        (status = 409, description = "`RESERVATION_NOT_HELD`: it was paid", body = openapi::Problem, content_type = "application/problem+json"),
+        openapi::Always,
+    )
+)]
 pub async fn release(
     caller: Caller,
     State(state): State<AppState>,

@@ -11,6 +11,7 @@ mod holds;
 mod idempotency;
 mod last_seat;
 mod money;
+mod openapi;
 mod operations;
 mod outbox_event;
 mod rollback;
