@@ -1,4 +1,6 @@
-//! The worker's HTTP API (SPEC §6): the ranking, health, readiness and metrics.
+//! The worker's HTTP API (SPEC §6): the ranking, health, readiness, consumers and metrics,
+//! each request counted and timed by `shared::metrics::record_request`; its OpenAPI document is
+//! built from the `#[utoipa::path]` attributes here (see `openapi.rs`).
 
 use std::time::Duration;
 
@@ -14,10 +16,12 @@ use serde::Deserialize;
 use serde_json::json;
 use shared::problem::Problem;
 use sqlx::PgPool;
+use utoipa::IntoParams;
 
 use crate::consumers;
 use crate::health::ConsumerHealth;
 use crate::log;
+use crate::openapi;
 use crate::ranking::Ranking;
 
 #[derive(Clone)]
@@ -38,21 +42,26 @@ const MAX_OFFSET: i64 = 100_000;
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/rankings/sold-out", get(sold_out_ranking))
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/consumers", get(consumers_health))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::document))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route") })
+        // Inside the router, where the matched route template is known.
+        .layer(axum::middleware::from_fn(shared::metrics::record_request))
         .with_state(state)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct Page {
+#[into_params(parameter_in = Query)]
+pub struct Page {
+    /// Page size.
+    #[param(minimum = 1, maximum = 100, default = 10)]
     limit: Option<i64>,
+    /// Entries to skip from the top.
+    #[param(minimum = 0, maximum = 100000, default = 0)]
     offset: Option<i64>,
 }
 
@@ -60,8 +69,19 @@ fn malformed(detail: impl Into<String>) -> Response {
     Problem::new(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST", detail).into_response()
 }
 
-/// Straight from Redis on every request: no cache can show a stale ranking.
-async fn sold_out_ranking(
+/// The sell-out ranking, fastest first. Straight from Redis on every request: no cache can show a
+/// stale ranking.
+#[utoipa::path(
+    get,
+    path = "/rankings/sold-out",
+    tag = "ranking",
+    params(Page),
+    responses(
+        (status = 200, description = "A page of the ranking", body = openapi::RankingPage),
+        openapi::RankingErrors,
+    )
+)]
+pub async fn sold_out_ranking(
     State(state): State<HttpState>,
     page: Result<Query<Page>, QueryRejection>,
 ) -> Response {
@@ -102,7 +122,29 @@ async fn sold_out_ranking(
     }
 }
 
-async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<serde_json::Value>) {
+/// Liveness: 200 while the process runs.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "Alive", body = openapi::Alive))
+)]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: 200 when this instance can serve the ranking (Postgres and Redis answer), active
+/// or standing by.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = openapi::Readiness),
+        (status = 503, description = "Postgres or Redis does not answer", body = openapi::Readiness),
+    )
+)]
+pub async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<serde_json::Value>) {
     let mut redis = state.redis.clone();
     let ping = redis::cmd("PING");
     let (postgres, redis) = tokio::join!(
@@ -129,7 +171,13 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<serde_json:
 /// Each consumer as this instance runs it (active or standby, running or paused and why), with
 /// its lag from the position Postgres mirrors. Not part of readiness: an unavailable sink must
 /// not take the read API out of rotation.
-async fn consumers_health(State(state): State<HttpState>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/consumers",
+    tag = "operations",
+    responses((status = 200, description = "This instance's consumers", body = openapi::Consumers))
+)]
+pub async fn consumers_health(State(state): State<HttpState>) -> Response {
     let mut consumers = Vec::new();
     for consumer in &state.consumers {
         let health = consumer.snapshot();
@@ -144,8 +192,14 @@ async fn consumers_health(State(state): State<HttpState>) -> Response {
     Json(json!({ "consumers": consumers })).into_response()
 }
 
-/// Lag gauges are read from Postgres at scrape time, so they are never stale.
-async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+/// Prometheus metrics. Lag gauges are read from Postgres at scrape time, so they are never stale.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Metrics in the Prometheus text format", body = String, content_type = "text/plain"))
+)]
+pub async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     for consumer in &state.consumers {
         let name = consumer.name();
         let lag = async {

@@ -9,6 +9,7 @@ pub mod health;
 pub mod http;
 pub mod leadership;
 pub mod log;
+pub mod openapi;
 pub mod ranking;
 pub mod redis_conn;
 pub mod relay;

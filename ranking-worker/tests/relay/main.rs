@@ -6,6 +6,7 @@ mod crash;
 mod end_to_end;
 mod failures;
 mod log_order;
+mod openapi;
 mod operations;
 mod replay;
 mod upgrade;

@@ -65,6 +65,59 @@ async fn bad_ranking_parameters_are_400_problems(_: PgPoolOptions, database: PgC
     );
 }
 
+/// Request metrics are labelled by a fixed set of methods and by route template only: invented
+/// methods and unknown paths (the raw path) add no series, which are never evicted.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn invented_methods_and_paths_add_no_metric_series(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let base = harness
+        .start_worker(Duration::from_millis(50), &shutdown)
+        .await;
+    let client = reqwest::Client::new();
+    let invented = format!("INVENTED{}", uuid::Uuid::new_v4().simple()).to_uppercase();
+    let unknown_path = format!("/nowhere-{}", uuid::Uuid::new_v4().simple());
+    for path in ["/rankings/sold-out", unknown_path.as_str()] {
+        let method = reqwest::Method::from_bytes(invented.as_bytes()).unwrap();
+        let response = client
+            .request(method, format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error(), "{path}");
+    }
+    let ranking = client
+        .get(format!("{base}/rankings/sold-out?limit=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranking.status(), StatusCode::OK);
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains(&invented),
+        "the invented method is a label"
+    );
+    assert!(!metrics.contains(&unknown_path), "the raw path is a label");
+    for series in [
+        r#"http_requests_total{method="OTHER",route="/rankings/sold-out",status="405"}"#,
+        r#"http_requests_total{method="OTHER",route="unmatched",status="404"}"#,
+        r#"http_requests_total{method="GET",route="/rankings/sold-out",status="200"}"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
+}
+
 fn cli(harness: &Harness, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_ranking-worker"))
         .args(args)
