@@ -15,6 +15,8 @@ pub enum ApiError {
     Forbidden,
     #[error("{0} not found")]
     NotFound(&'static str),
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
     #[error("balance {balance} is below the price {price}")]
     InsufficientBalance { balance: i64, price: i64 },
     #[error("the sale of this schedule is not open")]
@@ -55,6 +57,7 @@ impl ApiError {
             Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
             Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             InsufficientBalance { .. } => (StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE"),
             SaleNotOpen => (StatusCode::CONFLICT, "SALE_NOT_OPEN"),
             SeatUnavailable => (StatusCode::CONFLICT, "SEAT_UNAVAILABLE"),

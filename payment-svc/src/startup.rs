@@ -171,9 +171,8 @@ fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/payments", post(payments::pay))
         .route("/payments/{payment_id}", get(payments::show))
         .fallback(|| async { ApiError::NotFound("route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::malformed("this method is not allowed on this path")
-        })
+        // 405 with `Allow` (axum adds the header to the fallback's answer), as RFC 9110 says.
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(deadline)
         .layer(axum::middleware::from_fn(shared::metrics::record_request));

@@ -48,6 +48,14 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route") })
+        // axum adds `Allow` to this answer.
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "this method is not allowed on this path",
+            )
+        })
         // Inside the router, where the matched route template is known.
         .layer(axum::middleware::from_fn(shared::metrics::record_request))
         .with_state(state)

@@ -138,8 +138,8 @@ async fn each_error_code_is_reached_and_changes_nothing(
         case(
             "wrong method",
             app.client.delete(format!("{}/concerts", app.base)),
-            S::BAD_REQUEST,
-            "MALFORMED_REQUEST",
+            S::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
         ),
         case(
             "unknown concert",

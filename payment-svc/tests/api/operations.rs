@@ -250,9 +250,47 @@ async fn invented_methods_and_paths_add_no_metric_series(
     );
     assert!(!metrics.contains(&unknown_path), "the raw path is a label");
     assert!(
-        metrics.contains(r#"http_requests_total{method="OTHER",route="/concerts",status="400"}"#),
+        metrics.contains(r#"http_requests_total{method="OTHER",route="/concerts",status="405"}"#),
         "{metrics}"
     );
+}
+
+/// A method a route does not have is 405 with `Allow` naming those it has (RFC 9110 §15.5.6),
+/// as problem+json; found by the fuzzer (scripts/fuzz), which sent TRACE and got 400.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_method_the_route_lacks_is_405_with_allow(_: PgPoolOptions, database: PgConnectOptions) {
+    let app = TestApp::spawn(database).await;
+    for (method, path, allow) in [
+        (reqwest::Method::TRACE, "/concerts", "GET,HEAD"),
+        (reqwest::Method::PUT, "/reservations", "GET,HEAD,POST"),
+        (reqwest::Method::GET, "/admin/concerts", "POST"),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let mut allowed: Vec<String> = response.headers()["allow"]
+            .to_str()
+            .unwrap()
+            .split(',')
+            .map(|method| method.trim().to_owned())
+            .collect();
+        allowed.sort();
+        assert_eq!(allowed.join(","), allow, "{method} {path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "METHOD_NOT_ALLOWED");
+    }
 }
 
 /// compose.yaml has no fallback secret: `docker compose up` without JWT_SECRET refuses to start

@@ -89,6 +89,10 @@ async fn invented_methods_and_paths_add_no_metric_series(
             .await
             .unwrap();
         assert!(response.status().is_client_error(), "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
     }
     let ranking = client
         .get(format!("{base}/rankings/sold-out?limit=1"))
