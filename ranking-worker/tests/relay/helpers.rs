@@ -257,6 +257,11 @@ pub async fn eventually(deadline: Duration, mut condition: impl AsyncFnMut() -> 
     }
 }
 
+/// GETs `url` and returns the body as text, whatever the status.
+pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// GETs `url` and parses the JSON body, whatever the status.
 pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
     client.get(url).send().await.unwrap().json().await.unwrap()
