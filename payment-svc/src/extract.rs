@@ -6,7 +6,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, Deserializer, Unexpected, Visitor};
 
 use crate::error::ApiError;
 use crate::idempotency::{IdempotencyKey, RequestHash};
@@ -53,6 +53,45 @@ where
             hash: RequestHash::of(&bytes),
         })
     }
+}
+
+/// `deserialize_with` for the integer fields of a body: a JSON number whose value is whole, as
+/// `1`, `1.0` or `1e3`. That is what `integer` means in JSON Schema, which the OpenAPI document
+/// speaks, and JSON itself has one number type: a client that writes `1.0` (as Python's floats
+/// and many JSON encoders do) sends the same number as one that writes `1`. Found by the fuzzer
+/// (scripts/fuzz): `{"schedule_id": 1.0, "seat_no": 1}` conforms to the document and was 422.
+///
+/// A fraction, or a written fraction beyond 2^53 (where a float no longer holds every whole
+/// number, so `9007199254740993.0` would silently become another id), is refused.
+pub fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    struct Whole;
+    impl Visitor<'_> for Whole {
+        type Value = i64;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("a whole number")
+        }
+
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<i64, E> {
+            Ok(value)
+        }
+
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<i64, E> {
+            i64::try_from(value).map_err(|_| E::invalid_value(Unexpected::Unsigned(value), &self))
+        }
+
+        fn visit_f64<E: de::Error>(self, value: f64) -> Result<i64, E> {
+            /// 2^53: every whole number up to it, and none much beyond, is exact as a float.
+            const EXACT: f64 = 9_007_199_254_740_992.0;
+            if value.fract() == 0.0 && value.abs() <= EXACT {
+                // Whole and within ±2^53: the conversion is exact.
+                Ok(value as i64)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(value), &self))
+            }
+        }
+    }
+    deserializer.deserialize_i64(Whole)
 }
 
 fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {

@@ -32,9 +32,11 @@ pub struct CreateConcert {
 pub struct CreateSchedule {
     starts_at: Timestamp,
     sale_starts_at: Timestamp,
+    #[serde(deserialize_with = "crate::extract::whole_number")]
     #[schema(minimum = 1, maximum = 100_000)]
     seat_count: i64,
     /// Per seat, in KRW.
+    #[serde(deserialize_with = "crate::extract::whole_number")]
     #[schema(minimum = 1, maximum = 10_000_000)]
     price: i64,
 }

@@ -54,6 +54,7 @@ pub async fn balance(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Charge {
+    #[serde(deserialize_with = "crate::extract::whole_number")]
     #[schema(minimum = 1, maximum = 2_000_000)]
     amount: i64,
 }

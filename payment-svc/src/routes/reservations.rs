@@ -19,8 +19,10 @@ use crate::startup::AppState;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Hold {
+    #[serde(deserialize_with = "crate::extract::whole_number")]
     schedule_id: i64,
     /// 1 to the schedule's seat count.
+    #[serde(deserialize_with = "crate::extract::whole_number")]
     #[schema(minimum = 1, maximum = 2_147_483_647)]
     seat_no: i64,
 }

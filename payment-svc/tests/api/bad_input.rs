@@ -534,3 +534,82 @@ async fn a_postgres_data_exception_is_422(pool: PgPoolOptions, database: PgConne
         );
     }
 }
+
+/// An integer field takes any JSON number whose value is whole (`1.0`, `1e2`), as JSON Schema's
+/// `integer` in the OpenAPI document does; found by the fuzzer, which sent
+/// `{"schedule_id": 1.0, "seat_no": 1}` (conforming) and got 422. A fraction stays 422, and so
+/// does a float too large to hold every whole number exactly.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn whole_numbers_written_as_floats_are_integers(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let app = TestApp::spawn(database).await;
+    let user = token(7);
+    let created = app
+        .post("/admin/concerts")
+        .bearer_auth(admin_token())
+        .json(&json!({ "title": "Floats", "schedules": [{
+            "starts_at": "2099-01-01T00:00:00Z", "sale_starts_at": "2000-01-01T00:00:00Z",
+            "seat_count": 2.0, "price": 1e2 }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: serde_json::Value = created.json().await.unwrap();
+    let schedule = &created["schedules"][0];
+    assert_eq!(
+        (&schedule["seat_count"], &schedule["price"]),
+        (&json!(2), &json!(100))
+    );
+    let schedule_id = schedule["schedule_id"].as_i64().unwrap() as f64;
+
+    let charge = |amount: serde_json::Value, key: &str| {
+        app.post("/points/charge")
+            .bearer_auth(&user)
+            .header("Idempotency-Key", key)
+            .json(&json!({ "amount": amount }))
+            .send()
+    };
+    let charged = charge(json!(150.0), "a").await.unwrap();
+    assert_eq!(charged.status(), StatusCode::OK);
+    assert_eq!(
+        charged.json::<serde_json::Value>().await.unwrap()["balance"],
+        150
+    );
+    for (amount, key) in [
+        (json!(1.5), "b"),
+        (json!(1e300), "c"),
+        (json!(9007199254740994.0), "d"),
+    ] {
+        let refused = charge(amount.clone(), key).await.unwrap();
+        assert_problem(
+            refused,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+        )
+        .await;
+    }
+
+    let held = app
+        .post("/reservations")
+        .bearer_auth(&user)
+        .json(&json!({ "schedule_id": schedule_id, "seat_no": 1.0 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), StatusCode::CREATED);
+    let refused = app
+        .post("/reservations")
+        .bearer_auth(&user)
+        .json(&json!({ "schedule_id": schedule_id + 0.5, "seat_no": 2 }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(
+        refused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+}
