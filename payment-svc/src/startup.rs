@@ -97,7 +97,15 @@ impl Application {
         limits: Limits,
         database: PgConnectOptions,
     ) -> anyhow::Result<Self> {
+        // default_transaction_isolation pins statements outside db::begin too (a release's
+        // single UPDATE): under a server default of REPEATABLE READ, one that waited on a
+        // payment's row lock would fail with a serialization error instead of seeing its commit.
         let database = database.application_name("payment-svc").options([
+            // Backslash-escaped: the startup options string splits on spaces.
+            (
+                "default_transaction_isolation",
+                r"read\ committed".to_owned(),
+            ),
             (
                 "lock_timeout",
                 format!("{}ms", settings.lock_timeout.as_millis()),
