@@ -27,7 +27,7 @@ pub async fn drain(
     // Every drain with the default settings in this figure, for the summary row.
     let mut defaults = Vec::new();
     let bare = bare_read(env, events, BATCH).await?;
-    let run = worker_drain(env, events, 0, &[], None).await?;
+    let run = worker_drain(env, Backlog::new(events), &[], None).await?;
     defaults.push(run.rate);
     report.compare(
         &format!("drain {events} events, 1 worker"),
@@ -38,7 +38,7 @@ pub async fn drain(
     memory.push(("ranking-worker draining".to_owned(), run.memory));
     for instances in [1, 2] {
         let graphile = graphile_worker(env, events, instances).await?;
-        let run = worker_drain(env, events, 0, &[], None).await?;
+        let run = worker_drain(env, Backlog::new(events), &[], None).await?;
         defaults.push(run.rate);
         let which = if instances == 1 {
             "1 instance".to_owned()
@@ -57,7 +57,7 @@ pub async fn drain(
     }
     // Larger batches: fewer statements and scripts per event, but each script runs longer.
     let bare = bare_read(env, events, 1_000).await?;
-    let run = worker_drain(env, events, 0, &[("BATCH_SIZE", "1000")], None).await?;
+    let run = worker_drain(env, Backlog::new(events), &[("BATCH_SIZE", "1000")], None).await?;
     report.compare(
         &format!("drain {events} events, 1 worker, BATCH_SIZE=1000"),
         (run.rate, "events/s"),
@@ -66,8 +66,8 @@ pub async fn drain(
     );
     // The worker's per-event log line ("event applied", JSON to stdout) off, beside a drain
     // with it.
-    let quiet = worker_drain(env, events, 0, &[("RUST_LOG", "warn")], None).await?;
-    let run = worker_drain(env, events, 0, &[], None).await?;
+    let quiet = worker_drain(env, Backlog::new(events), &[("RUST_LOG", "warn")], None).await?;
+    let run = worker_drain(env, Backlog::new(events), &[], None).await?;
     defaults.push(run.rate);
     report.compare(
         &format!("drain {events} events, 1 worker, RUST_LOG=warn (no per-event log line)"),
@@ -124,7 +124,7 @@ async fn where_time_goes(env: &Env, report: &mut Report, events: i64) -> anyhow:
     );
 
     let redis = RedisServer::start(&env.work_dir)?;
-    let run = worker_drain(env, events, 0, &[], Some(&redis)).await?;
+    let run = worker_drain(env, Backlog::new(events), &[], Some(&redis)).await?;
     let wall = run.took.as_secs_f64();
     let redis_cpu = run.redis_cpu.as_secs_f64();
     let (calls, usec) = run.scripts;
@@ -154,14 +154,29 @@ pub async fn scale(
     events: i64,
     retained: i64,
 ) -> anyhow::Result<()> {
+    // The same new events (schedules after the retained ones) in both, so both drains move
+    // the same bytes: members and details of 7-digit schedules are longer than of 1-digit to
+    // 6-digit ones, and Redis's script takes measurably longer over them.
+    let with = Backlog {
+        events,
+        retained,
+        first_new: retained + 1,
+    };
+    let without = Backlog {
+        retained: 0,
+        ..with
+    };
     let (mut empty, mut kept) = (Vec::new(), Vec::new());
     for keep in [false, true, true, false, false, true] {
         if keep {
-            let run = worker_drain(env, events, retained, &[], None).await?;
-            kept.push(run.took.as_secs_f64());
+            kept.push(worker_drain(env, with, &[], None).await?.took.as_secs_f64());
         } else {
-            let run = worker_drain(env, events, 0, &[], None).await?;
-            empty.push(run.took.as_secs_f64());
+            empty.push(
+                worker_drain(env, without, &[], None)
+                    .await?
+                    .took
+                    .as_secs_f64(),
+            );
         }
     }
     empty.sort_by(f64::total_cmp);
@@ -181,8 +196,8 @@ pub async fn scale(
         &format!("none retained (median of 3: {} s)", seconds(&empty)),
         (percentile(&empty, 50.0), "s"),
     );
-    let empty_read = read_cost(env, events, 0).await?;
-    let retained_read = read_cost(env, events, retained).await?;
+    let empty_read = read_cost(env, without).await?;
+    let retained_read = read_cost(env, with).await?;
     report.compare(
         &format!("read of {BATCH} with {retained} older rows retained"),
         (retained_read, "ms"),
@@ -192,21 +207,40 @@ pub async fn scale(
     Ok(())
 }
 
-/// A database with `retained` rows the ranking `key` has passed, then `events` new ones.
+/// What a figure's log holds: `retained` rows the ranking has passed (schedules 1 to
+/// `retained`), then `events` new ones (schedules from `first_new` on).
+#[derive(Debug, Clone, Copy)]
+struct Backlog {
+    events: i64,
+    retained: i64,
+    first_new: i64,
+}
+
+impl Backlog {
+    /// `events` new rows and nothing else.
+    fn new(events: i64) -> Self {
+        Self {
+            events,
+            retained: 0,
+            first_new: 1,
+        }
+    }
+}
+
+/// A database holding `backlog`, the retained rows passed by the ranking `key` in Redis.
 async fn prepared(
     env: &Env,
     name: &str,
-    events: i64,
-    retained: i64,
+    backlog: Backlog,
     key: &str,
     redis_url: &str,
 ) -> anyhow::Result<Database> {
     let database = env.fresh_database(name).await?;
-    if retained > 0 {
-        database.fill(1, retained).await?;
+    if backlog.retained > 0 {
+        database.fill(1, backlog.retained).await?;
         database.mark_passed(redis_url, key).await?;
     }
-    database.fill(retained + 1, events).await?;
+    database.fill(backlog.first_new, backlog.events).await?;
     Ok(database)
 }
 
@@ -229,14 +263,13 @@ struct DrainRun {
 /// or into `private`, whose CPU and script time it then reports.
 async fn worker_drain(
     env: &Env,
-    events: i64,
-    retained: i64,
+    backlog: Backlog,
     settings: &[(&str, &str)],
     private: Option<&RedisServer>,
 ) -> anyhow::Result<DrainRun> {
     let key = ranking_key("drain");
     let redis_url = private.map_or(env.redis_url.clone(), RedisServer::url);
-    let database = prepared(env, "bench_drain", events, retained, &key, &redis_url).await?;
+    let database = prepared(env, "bench_drain", backlog, &key, &redis_url).await?;
     let redis_before = match private {
         Some(redis) => (
             redis.pid().map_or(Ok(Duration::ZERO), cpu_time)?,
@@ -271,7 +304,7 @@ async fn worker_drain(
     worker.stop()?;
     database.drop_now().await?;
     Ok(DrainRun {
-        rate: events as f64 / took.as_secs_f64(),
+        rate: backlog.events as f64 / took.as_secs_f64(),
         took,
         memory,
         worker_cpu,
@@ -307,7 +340,14 @@ async fn postgres_sessions_cpu(database: &Database) -> anyhow::Result<Duration> 
 /// Redis: the ceiling the database sets for any consumer reading this log this way.
 async fn bare_read(env: &Env, events: i64, batch: i64) -> anyhow::Result<f64> {
     let key = ranking_key("bare");
-    let database = prepared(env, "bench_bare", events, 0, &key, &env.redis_url).await?;
+    let database = prepared(
+        env,
+        "bench_bare",
+        Backlog::new(events),
+        &key,
+        &env.redis_url,
+    )
+    .await?;
     let started = Instant::now();
     let (mut position, mut read) = (LogPosition::START, 0);
     loop {
@@ -336,7 +376,14 @@ struct Steps {
 /// script), one after the other, as the worker does; no log lines, no metrics, no mirror.
 async fn steps(env: &Env, events: i64) -> anyhow::Result<Steps> {
     let key = ranking_key("steps");
-    let database = prepared(env, "bench_steps", events, 0, &key, &env.redis_url).await?;
+    let database = prepared(
+        env,
+        "bench_steps",
+        Backlog::new(events),
+        &key,
+        &env.redis_url,
+    )
+    .await?;
     let ranking = Ranking::new(RankingKeys::parse(&key).map_err(anyhow::Error::msg)?);
     let mut redis = ranking_worker::redis_conn::connect(&env.redis_url)?;
     let log_id = log::log_id(&database.pool).await?;
@@ -379,10 +426,10 @@ async fn steps(env: &Env, events: i64) -> anyhow::Result<Steps> {
     Ok(steps)
 }
 
-/// Mean milliseconds per read of `BATCH` rows after the retained ones, while reading `events`.
-async fn read_cost(env: &Env, events: i64, retained: i64) -> anyhow::Result<f64> {
+/// Mean milliseconds per read of `BATCH` rows after the retained ones, while reading the new.
+async fn read_cost(env: &Env, backlog: Backlog) -> anyhow::Result<f64> {
     let key = ranking_key("read");
-    let database = prepared(env, "bench_read", events, retained, &key, &env.redis_url).await?;
+    let database = prepared(env, "bench_read", backlog, &key, &env.redis_url).await?;
     let mirror = ranking_worker::consumers::get(&database.pool, ranking_worker::consumers::RANKING)
         .await?
         .position();
