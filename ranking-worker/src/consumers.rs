@@ -181,3 +181,81 @@ pub async fn update_dead_letter(
         .await?;
     Ok(())
 }
+
+/// Why a consumer delivers nothing until `consumers resume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HaltKind {
+    /// An operator paused it.
+    Paused,
+    /// Its sink said to stop (a webhook endpoint answered 410 Gone).
+    Disabled,
+}
+
+impl HaltKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HaltKind::Paused => "paused",
+            HaltKind::Disabled => "disabled",
+        }
+    }
+}
+
+/// A halt in force: what, why and since when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Halt {
+    pub kind: HaltKind,
+    pub reason: String,
+    pub since: DateTime<Utc>,
+}
+
+/// The halt in force on `name`, if any (`None` also when there is no such consumer).
+pub async fn halt_of(pool: &PgPool, name: &str) -> sqlx::Result<Option<Halt>> {
+    let row: Option<(Option<String>, Option<String>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT halted, halted_reason, halted_at FROM outbox_consumers WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        Some((Some(kind), Some(reason), Some(since))) => Some(Halt {
+            kind: if kind == "disabled" {
+                HaltKind::Disabled
+            } else {
+                HaltKind::Paused
+            },
+            reason,
+            since,
+        }),
+        _ => None,
+    })
+}
+
+/// Halts `name` until [`resume`]; an earlier halt's reason is kept. `false`: no such consumer.
+pub async fn halt(pool: &PgPool, name: &str, kind: HaltKind, reason: &str) -> sqlx::Result<bool> {
+    let updated = sqlx::query(
+        "UPDATE outbox_consumers
+         SET halted = coalesce(halted, $2), halted_reason = coalesce(halted_reason, $3),
+             halted_at = coalesce(halted_at, now()), updated_at = now()
+         WHERE name = $1",
+    )
+    .bind(name)
+    .bind(kind.as_str())
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Clears any halt on `name`. `false`: no such consumer.
+pub async fn resume(pool: &PgPool, name: &str) -> sqlx::Result<bool> {
+    let updated = sqlx::query(
+        "UPDATE outbox_consumers
+         SET halted = NULL, halted_reason = NULL, halted_at = NULL, updated_at = now()
+         WHERE name = $1",
+    )
+    .bind(name)
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
