@@ -18,10 +18,14 @@ use crate::relay::{backoff, Relay, RelayError};
 const TAKEOVER_EVERY: Duration = Duration::from_millis(500);
 /// How often the active instance checks that its hold's session is alive.
 const CHECK_HOLD_EVERY: Duration = Duration::from_secs(1);
-/// While rows wait behind an open transaction, read again after this, doubling up to the cap:
-/// a woken consumer then applies them the moment the transaction ends, not a poll later.
-const HELD_BACK_FIRST: Duration = Duration::from_millis(1);
-const HELD_BACK_CAP: Duration = Duration::from_millis(50);
+/// While rows wait behind an open transaction, read again after this: they are applied within a
+/// millisecond of the transaction's end, not a poll later (its end sends no notification).
+const HELD_BACK_REREAD: Duration = Duration::from_millis(1);
+/// Once rows have waited this long, the transaction holding them is a long one (a migration, a
+/// payment waiting on a lock): read again after a tenth of the wait so far, up to the cap,
+/// rather than a thousand times a second for as long as it runs.
+const HELD_BACK_LONG: Duration = Duration::from_millis(100);
+const HELD_BACK_REREAD_CAP: Duration = Duration::from_millis(50);
 
 /// What the consumer loop needs beside the relay.
 pub struct ConsumerRun {
@@ -91,7 +95,6 @@ async fn stand_by(run: &mut ConsumerRun, shutdown: &CancellationToken) -> bool {
 /// Reads and applies while this instance holds the consumer.
 async fn consume(relay: &mut Relay, run: &mut ConsumerRun, shutdown: &CancellationToken) {
     let (mut failures, mut paused_at) = (0u32, None::<Instant>);
-    let mut held_back_wait = HELD_BACK_FIRST;
     let mut hold_checked = Instant::now();
     let mut held_back_since = None::<Instant>;
     report(run, State::Running).await;
@@ -167,14 +170,17 @@ async fn consume(relay: &mut Relay, run: &mut ConsumerRun, shutdown: &Cancellati
             continue;
         }
         if outcome.held_back {
+            let reread = if outcome.held_back_for < HELD_BACK_LONG {
+                HELD_BACK_REREAD
+            } else {
+                (outcome.held_back_for / 10).min(HELD_BACK_REREAD_CAP)
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(held_back_wait.min(run.poll_interval)) => {}
+                _ = tokio::time::sleep(reread.min(run.poll_interval)) => {}
             }
-            held_back_wait = (held_back_wait * 2).min(HELD_BACK_CAP);
             continue;
         }
-        held_back_wait = HELD_BACK_FIRST;
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = run.wake.notified() => {}

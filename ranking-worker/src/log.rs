@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use shared::events::{ConcertSoldOut, OutboxEvent};
-use sqlx::PgPool;
+use sqlx::{FromRow, PgPool, Row};
 use uuid::Uuid;
 
 /// A place in the log: after the row at (tx_id, seq). [`LogPosition::START`] is before every row.
@@ -103,51 +103,75 @@ impl LogRow {
 const ROW_COLUMNS: &str = "tx_id::text::bigint AS tx_id, seq, event_id, event_type, event_version,
      payload::text AS payload, created_at";
 
+/// One read of the log.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Up to the limit of rows after the position, in position order.
+    pub rows: Vec<LogRow>,
+    /// How long the oldest committed row the horizon still hides has waited, in seconds: rows
+    /// of transactions that committed while an older one (anywhere in the cluster) still runs.
+    /// `None` when no row is held back. Seen in the same snapshot as `rows`, so `None` means
+    /// every row committed by then is in `rows` or after them.
+    pub held_back_for: Option<f64>,
+}
+
 /// Up to `limit` rows after `after`, in position order, that no running transaction can still
-/// precede. A range scan of `outbox_log_position`, however many rows lie behind `after`.
-pub async fn read_after(
-    pool: &PgPool,
-    after: LogPosition,
-    limit: i64,
-) -> sqlx::Result<Vec<LogRow>> {
+/// precede, and whether committed rows wait behind the horizon. A range scan of
+/// `outbox_log_position` from `after`, however many rows lie behind it, and one from the
+/// horizon for the held-back rows (few: those of transactions younger than the oldest running).
+pub async fn read_after(pool: &PgPool, after: LogPosition, limit: i64) -> sqlx::Result<Batch> {
+    // One statement, one snapshot: asking about held-back rows in a statement of its own would
+    // see a later horizon, and rows that became readable in between would look read.
     let sql = format!(
-        "SELECT {ROW_COLUMNS} FROM outbox
-         WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2)
-           AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY outbox.tx_id, outbox.seq
-         LIMIT $3"
+        "WITH horizon AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),
+         held AS (
+             SELECT EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8 AS held_back_for
+             FROM outbox WHERE tx_id >= (SELECT xmin FROM horizon))
+         SELECT batch.*, held.held_back_for FROM held LEFT JOIN LATERAL (
+             SELECT {ROW_COLUMNS} FROM outbox
+             WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2)
+               AND tx_id < (SELECT xmin FROM horizon)
+             ORDER BY outbox.tx_id, outbox.seq
+             LIMIT $3) batch ON true
+         ORDER BY batch.tx_id, batch.seq"
     );
-    sqlx::query_as(&sql)
+    let records = sqlx::query(&sql)
         .bind(after.tx_id)
         .bind(after.seq)
         .bind(limit)
         .fetch_all(pool)
-        .await
+        .await?;
+    let held_back_for = match records.first() {
+        Some(record) => record.try_get("held_back_for")?,
+        None => None,
+    };
+    let mut rows = Vec::with_capacity(records.len());
+    for record in &records {
+        // No row after the position: the one record carries only `held_back_for`.
+        if record.try_get::<Option<i64>, _>("tx_id")?.is_some() {
+            rows.push(LogRow::from_row(record)?);
+        }
+    }
+    Ok(Batch {
+        rows,
+        held_back_for,
+    })
 }
 
-/// How long the oldest committed row that readers may not see yet has waited: rows of
-/// transactions that committed while an older transaction (anywhere in the cluster) still runs.
-/// `None` when no row is held back.
-pub async fn held_back_for(pool: &PgPool) -> sqlx::Result<Option<f64>> {
-    sqlx::query_scalar(
-        "SELECT EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8 FROM outbox
-         WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())",
-    )
-    .fetch_one(pool)
-    .await
-}
-
-/// Whether `position` can be a place in this log as it is now: the row there exists, and its
-/// transaction is not in the future. Not so after Postgres was restored to an earlier point or
-/// failed over to a replica that missed commits: transaction ids and sequence numbers are then
-/// handed out again, and a consumer keeping the later position would skip the new rows.
+/// Whether `position` can be a place in this log as it is now: the row there exists (or lies
+/// in the range `prune` deleted from, see `retention::pruned`), and its transaction is not in
+/// the future. Not so after Postgres was restored to an earlier point or failed over to a
+/// replica that missed commits: transaction ids and sequence numbers are then handed out again,
+/// and a consumer keeping the later position would skip the new rows.
 pub async fn holds(pool: &PgPool, position: LogPosition) -> sqlx::Result<bool> {
     if position == LogPosition::START {
         return Ok(true);
     }
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM outbox
-                        WHERE tx_id = $1::bigint::text::xid8 AND seq = $2)
+        "SELECT (EXISTS (SELECT 1 FROM outbox
+                         WHERE tx_id = $1::bigint::text::xid8 AND seq = $2)
+                 OR ($1::bigint::text::xid8, $2)
+                    <= (SELECT pruned_through_tx, pruned_through_seq FROM outbox_log))
             AND $1::bigint::text::xid8 < pg_snapshot_xmax(pg_current_snapshot())",
     )
     .bind(position.tx_id)

@@ -49,6 +49,8 @@ pub struct Outcome {
     pub skipped: usize,
     /// Committed rows exist that may not be read yet: an older transaction still runs.
     pub held_back: bool,
+    /// How long the oldest of them has waited, when `held_back`.
+    pub held_back_for: Duration,
     /// The position in Redis was not where this consumer left it (another instance moved it, or
     /// Redis lost it); the next step starts from Redis's position.
     pub position_moved: bool,
@@ -99,7 +101,7 @@ pub struct Relay {
     dead_letters_recorded: bool,
     /// While draining, the next batch is read while Redis applies this one: the read after the
     /// position this batch ends at, started in the background.
-    prefetched: Option<(LogPosition, JoinHandle<sqlx::Result<Vec<LogRow>>>)>,
+    prefetched: Option<(LogPosition, JoinHandle<sqlx::Result<log::Batch>>)>,
 }
 
 impl Relay {
@@ -174,11 +176,14 @@ impl Relay {
             }
         };
         let start = from.in_log(log_id).unwrap_or(LogPosition::START);
-        let rows = self.read(start).await?;
+        let log::Batch {
+            rows,
+            held_back_for,
+        } = self.read(start).await?;
         outcome.read = rows.len();
-        if rows.len() < self.batch_size() {
-            outcome.held_back = self.note_held_back().await?;
-        }
+        outcome.held_back = held_back_for.is_some();
+        outcome.held_back_for = Duration::from_secs_f64(held_back_for.unwrap_or(0.0).max(0.0));
+        metrics::gauge!("outbox_head_held_back_seconds").set(held_back_for.unwrap_or(0.0));
         let Some(last) = rows.last().map(LogRow::position) else {
             // Idle: check Redis still holds this position, so a Redis that lost data is healed
             // without waiting for the next event.
@@ -209,9 +214,7 @@ impl Relay {
                 self.position = Some(SinkPosition::Stored(to));
                 outcome.applied = events.len();
                 outcome.dead_lettered = new_letters.len();
-                for (row, event) in &events {
-                    log_applied(row, event, self.attempt);
-                }
+                log_applied(&events, self.attempt);
                 for (event_id, error) in letters.iter().filter(|(id, _)| new_letters.contains(id)) {
                     tracing::error!(%event_id, %error, consumer = RANKING, "event dead-lettered");
                 }
@@ -297,10 +300,10 @@ impl Relay {
     ///
     /// Reading ahead is safe for the same reason reading is: every row it returns is below the
     /// horizon, so no transaction can still add a row before the last one it returns.
-    async fn read(&mut self, start: LogPosition) -> Result<Vec<LogRow>, RelayError> {
-        let rows = match self.prefetched.take() {
+    async fn read(&mut self, start: LogPosition) -> Result<log::Batch, RelayError> {
+        let batch = match self.prefetched.take() {
             Some((from, read)) if from == start => match read.await {
-                Ok(rows) => rows?,
+                Ok(batch) => batch?,
                 Err(_aborted) => {
                     log::read_after(&self.pool, start, self.settings.batch_size).await?
                 }
@@ -312,20 +315,13 @@ impl Relay {
                 log::read_after(&self.pool, start, self.settings.batch_size).await?
             }
         };
-        if let (true, Some(last)) = (rows.len() == self.batch_size(), rows.last()) {
+        if let (true, Some(last)) = (batch.rows.len() == self.batch_size(), batch.rows.last()) {
             let (pool, next, limit) =
                 (self.pool.clone(), last.position(), self.settings.batch_size);
             let read = tokio::spawn(async move { log::read_after(&pool, next, limit).await });
             self.prefetched = Some((next, read));
         }
-        Ok(rows)
-    }
-
-    /// Whether committed rows wait behind an older open transaction; sets the gauge.
-    async fn note_held_back(&self) -> Result<bool, RelayError> {
-        let held_for = log::held_back_for(&self.pool).await?;
-        metrics::gauge!("outbox_head_held_back_seconds").set(held_for.unwrap_or(0.0));
-        Ok(held_for.is_some())
+        Ok(batch)
     }
 }
 
@@ -358,19 +354,23 @@ fn decode<'r>(
     (events, letters)
 }
 
-fn log_applied(row: &LogRow, event: &ConcertSoldOut, attempt: u32) {
-    let lag = (Utc::now() - row.created_at).to_std().unwrap_or_default();
-    metrics::histogram!("consumer_commit_to_applied_seconds", "consumer" => RANKING)
-        .record(lag.as_secs_f64());
-    tracing::info!(
-        event_id = %row.event_id,
-        member = %member(event),
-        score = event.sold_out_seconds(),
-        position = %row.position(),
-        attempt,
-        lag_ms = (lag.as_secs_f64() * 10_000.0).round() / 10.0,
-        "event applied"
-    );
+/// One `event applied` line per event (SPEC §7), with its commit-to-applied lag.
+fn log_applied(events: &[(&LogRow, ConcertSoldOut)], attempt: u32) {
+    let now = Utc::now();
+    for (row, event) in events {
+        let lag = (now - row.created_at).to_std().unwrap_or_default();
+        metrics::histogram!("consumer_commit_to_applied_seconds", "consumer" => RANKING)
+            .record(lag.as_secs_f64());
+        tracing::info!(
+            event_id = %row.event_id,
+            member = %member(event),
+            score = event.sold_out_seconds(),
+            position = %row.position(),
+            attempt,
+            lag_ms = (lag.as_secs_f64() * 10_000.0).round() / 10.0,
+            "event applied"
+        );
+    }
 }
 
 /// Capped exponential backoff with jitter: failure n waits between half and all of

@@ -351,7 +351,7 @@ async fn bare_read(env: &Env, events: i64, batch: i64) -> anyhow::Result<f64> {
     let started = Instant::now();
     let (mut position, mut read) = (LogPosition::START, 0);
     loop {
-        let rows = log::read_after(&database.pool, position, batch).await?;
+        let rows = log::read_after(&database.pool, position, batch).await?.rows;
         let Some(last) = rows.last() else { break };
         position = last.position();
         read += rows.len() as i64;
@@ -398,7 +398,7 @@ async fn steps(env: &Env, events: i64) -> anyhow::Result<Steps> {
     let started = Instant::now();
     loop {
         let at = Instant::now();
-        let rows = log::read_after(&database.pool, position, BATCH).await?;
+        let rows = log::read_after(&database.pool, position, BATCH).await?.rows;
         steps.read += at.elapsed();
         let Some(last) = rows.last().map(LogRow::position) else {
             break;
@@ -436,7 +436,7 @@ async fn read_cost(env: &Env, backlog: Backlog) -> anyhow::Result<f64> {
     let (mut position, mut reads, mut reading) = (mirror, 0u32, Duration::ZERO);
     loop {
         let started = Instant::now();
-        let rows = log::read_after(&database.pool, position, BATCH).await?;
+        let rows = log::read_after(&database.pool, position, BATCH).await?.rows;
         reading += started.elapsed();
         let Some(last) = rows.last() else { break };
         position = last.position();
