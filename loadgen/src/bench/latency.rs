@@ -10,7 +10,7 @@ use chrono::Utc;
 use shared::events::ConcertSoldOut;
 use uuid::Uuid;
 
-use super::payments::Beside;
+use super::payments::{Beside, BesideLoad};
 use super::report::Report;
 use super::setup::{percentile, ranking_key, Env, Memory};
 
@@ -21,7 +21,7 @@ pub struct Wakeup {
     pub poll_interval_ms: u32,
     /// Payment clients running hold → pay on the same database meanwhile (payments figure's
     /// load): their short write transactions hold the log's horizon back while they run.
-    pub payments_beside: Option<usize>,
+    pub payments_beside: Option<BesideLoad>,
 }
 
 /// Where payment-svc listens when it runs beside the latency figure.
@@ -40,10 +40,13 @@ pub async fn latency(
         "latency-worker-{}-{}ms{}.log",
         if wakeup.notify { "listen" } else { "poll" },
         wakeup.poll_interval_ms,
-        if wakeup.payments_beside.is_some() {
-            "-payments"
-        } else {
-            ""
+        match wakeup.payments_beside {
+            Some(load) => format!(
+                "-payments-{}-{}",
+                load.clients,
+                load.per_second.unwrap_or(0)
+            ),
+            None => String::new(),
         }
     ));
     let poll = wakeup.poll_interval_ms.to_string();
@@ -56,7 +59,7 @@ pub async fn latency(
         &log,
     )?;
     let beside = match wakeup.payments_beside {
-        Some(clients) => Some(Beside::start(env, &database, clients, BESIDE_PORT).await?),
+        Some(load) => Some(Beside::start(env, &database, load, BESIDE_PORT).await?),
         None => None,
     };
     // Let the worker's LISTEN connection (and the payments) come up before the first commit.
@@ -100,8 +103,8 @@ pub async fn latency(
     );
     lags.sort_by(f64::total_cmp);
     let beside = match (wakeup.payments_beside, payments) {
-        (Some(clients), Some(rate)) => {
-            format!(", payments beside it ({clients} clients: {rate:.0} payments/s)")
+        (Some(load), Some(rate)) => {
+            format!(", payments beside it ({load}: {rate:.0} payments/s)")
         }
         _ => String::new(),
     };
@@ -130,10 +133,10 @@ pub async fn horizon(
     report: &mut Report,
     rate: u32,
     seconds: u32,
-    clients: usize,
+    load: BesideLoad,
 ) -> anyhow::Result<()> {
     let database = env.fresh_database("bench_horizon").await?;
-    let beside = Beside::start(env, &database, clients, BESIDE_PORT).await?;
+    let beside = Beside::start(env, &database, load, BESIDE_PORT).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stop = Arc::new(AtomicBool::new(false));
     let prober = tokio::spawn({
@@ -185,7 +188,7 @@ pub async fn horizon(
     report.figure(
         &format!(
             "no worker: commit → row readable (below the log's horizon), {rate} sell-outs/s \
-             for {seconds} s, payments beside it ({clients} clients: {payments:.0} payments/s), \
+             for {seconds} s, payments beside it ({load}: {payments:.0} payments/s), \
              probed every ~1 ms"
         ),
         format!(

@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::Args;
 
 use latency::Wakeup;
+use payments::BesideLoad;
 use report::Report;
 use setup::{ranking_key, Env, Memory};
 
@@ -66,8 +67,9 @@ struct Sizes {
     rush_buyers: usize,
     latency_rate: u32,
     latency_seconds: u32,
-    /// Payment clients beside the LISTEN latency figure.
-    latency_payments: usize,
+    /// Payments beside the LISTEN latency figure: as fast as they go, and paced at about half
+    /// of that (a busy database that is not saturated).
+    latency_payments: [BesideLoad; 2],
     drain_events: i64,
     scale_events: i64,
     scale_retained: i64,
@@ -86,7 +88,16 @@ impl Sizes {
                 rush_buyers: 50,
                 latency_rate: 50,
                 latency_seconds: 2,
-                latency_payments: 4,
+                latency_payments: [
+                    BesideLoad {
+                        clients: 4,
+                        per_second: None,
+                    },
+                    BesideLoad {
+                        clients: 4,
+                        per_second: Some(100),
+                    },
+                ],
                 drain_events: 5_000,
                 scale_events: 2_000,
                 scale_retained: 20_000,
@@ -102,7 +113,16 @@ impl Sizes {
                 rush_buyers: 500,
                 latency_rate: 200,
                 latency_seconds: 10,
-                latency_payments: 8,
+                latency_payments: [
+                    BesideLoad {
+                        clients: 8,
+                        per_second: None,
+                    },
+                    BesideLoad {
+                        clients: 8,
+                        per_second: Some(400),
+                    },
+                ],
                 drain_events: 200_000,
                 scale_events: 200_000,
                 scale_retained: 1_000_000,
@@ -153,7 +173,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 label: "LISTEN/NOTIFY (poll 1 s as fallback)",
                 notify: true,
                 poll_interval_ms: 1_000,
-                payments_beside: Some(sizes.latency_payments),
+                payments_beside: Some(sizes.latency_payments[0]),
+            },
+            Wakeup {
+                label: "LISTEN/NOTIFY (poll 1 s as fallback)",
+                notify: true,
+                poll_interval_ms: 1_000,
+                payments_beside: Some(sizes.latency_payments[1]),
             },
             Wakeup {
                 label: "poll only, every 1 s (the default interval)",
@@ -180,10 +206,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             &wakeup,
         )
         .await?;
-        let beside = if wakeup.payments_beside.is_some() {
-            ", payments beside it"
-        } else {
-            ""
+        let beside = match wakeup.payments_beside {
+            Some(load) => format!(", payments beside it ({load})"),
+            None => String::new(),
         };
         memory.push((
             format!(
@@ -195,14 +220,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     if wanted(Figure::Latency) {
-        latency::horizon(
-            &env,
-            &mut report,
-            sizes.latency_rate,
-            sizes.latency_seconds,
-            sizes.latency_payments,
-        )
-        .await?;
+        for load in sizes.latency_payments {
+            latency::horizon(
+                &env,
+                &mut report,
+                sizes.latency_rate,
+                sizes.latency_seconds,
+                load,
+            )
+            .await?;
+        }
     }
 
     if wanted(Figure::Drain) {

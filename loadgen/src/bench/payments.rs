@@ -40,7 +40,7 @@ pub async fn payments(
     let pgbench = PgBench::prepare(env)?;
 
     for (round, &count) in clients.iter().enumerate() {
-        let load = shop.start(count, round);
+        let load = shop.start(count, round, None);
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         let latencies = load.finish().await?;
         let rate = latencies.len() as f64 / seconds as f64;
@@ -66,7 +66,28 @@ pub async fn payments(
 }
 
 /// The payments load beside another figure: a payment-svc of its own on `database` and
-/// `clients` clients paying until [`Beside::finish`].
+/// Payments beside another figure: how many clients, and at what pace.
+#[derive(Debug, Clone, Copy)]
+pub struct BesideLoad {
+    pub clients: usize,
+    /// Payments per second for all clients together; `None`: as fast as they can.
+    pub per_second: Option<u32>,
+}
+
+impl std::fmt::Display for BesideLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.per_second {
+            Some(rate) => write!(
+                f,
+                "{} clients paced at {rate} payments/s together",
+                self.clients
+            ),
+            None => write!(f, "{} clients as fast as they can", self.clients),
+        }
+    }
+}
+
+/// Clients paying until [`Beside::finish`].
 pub struct Beside {
     service: Service,
     load: Load,
@@ -77,7 +98,7 @@ impl Beside {
     pub async fn start(
         env: &Env,
         database: &Database,
-        clients: usize,
+        load: BesideLoad,
         port: u16,
     ) -> anyhow::Result<Self> {
         let service = env.spawn_payment_svc(
@@ -86,8 +107,12 @@ impl Beside {
             port,
             &env.work_dir.join("payment-svc-beside.log"),
         )?;
-        let shop = Shop::open(port, clients).await?;
-        let load = shop.start(clients, 0);
+        let shop = Shop::open(port, load.clients).await?;
+        // Each client starts a payment every `clients / per_second` seconds.
+        let pace = load
+            .per_second
+            .map(|rate| Duration::from_secs(1) * load.clients as u32 / rate.max(1));
+        let load = shop.start(load.clients, 0, pace);
         Ok(Self {
             service,
             load,
@@ -140,8 +165,9 @@ impl Shop {
     }
 
     /// `count` clients looping hold → pay, each a fresh user on its own schedule, on seats no
-    /// earlier `round` used.
-    fn start(&self, count: usize, round: usize) -> Load {
+    /// earlier `round` used; each starts a payment every `pace` if given (open loop: a slow
+    /// payment does not lower the rate), else as soon as the last one ended.
+    fn start(&self, count: usize, round: usize, pace: Option<Duration>) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let runs = (0..count)
             .map(|client| {
@@ -156,7 +182,15 @@ impl Shop {
                     api.charge(&buyer, 2_000_000).await?;
                     let mut latencies = Vec::new();
                     let mut seat = first_seat;
+                    let mut ticks = pace.map(|pace| {
+                        let mut ticks = tokio::time::interval(pace);
+                        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                        ticks
+                    });
                     while !stop.load(Ordering::Relaxed) {
+                        if let Some(ticks) = ticks.as_mut() {
+                            ticks.tick().await;
+                        }
                         seat += 1;
                         anyhow::ensure!(
                             seat <= first_seat + SEATS_PER_ROUND,
