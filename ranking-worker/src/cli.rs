@@ -104,6 +104,10 @@ pub struct RunArgs {
     #[arg(long, env = "RETRY_MAX_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub retry_max_ms: u64,
+
+    /// The sold-out webhook consumer (off unless SOLD_OUT_WEBHOOK_URL is set).
+    #[command(flatten)]
+    pub webhook: crate::webhook::WebhookArgs,
 }
 
 impl RunArgs {
@@ -175,7 +179,7 @@ pub enum DeadLettersCommand {
     /// List dead letters with their error.
     List(DeadLettersListArgs),
     /// Apply one dead letter again (after a fix), or all of them with --all.
-    Retry(DeadLettersRetryArgs),
+    Retry(Box<DeadLettersRetryArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -208,9 +212,14 @@ pub struct DeadLettersRetryArgs {
     #[arg(long)]
     pub all: bool,
 
-    /// The consumer whose dead letters to retry.
-    #[arg(long, default_value = crate::consumers::RANKING, value_parser = ["ranking"])]
+    /// The consumer whose dead letters to retry: `ranking` applies them to Redis, `webhook`
+    /// delivers them to SOLD_OUT_WEBHOOK_URL again.
+    #[arg(long, default_value = crate::consumers::RANKING, value_parser = ["ranking", "webhook"])]
     pub consumer: String,
+
+    /// Where and how `--consumer webhook` delivers.
+    #[command(flatten)]
+    pub webhook: crate::webhook::WebhookArgs,
 }
 
 #[derive(Debug, Args)]

@@ -211,7 +211,8 @@ pub struct Halt {
 
 /// The halt in force on `name`, if any (`None` also when there is no such consumer).
 pub async fn halt_of(pool: &PgPool, name: &str) -> sqlx::Result<Option<Halt>> {
-    let row: Option<(Option<String>, Option<String>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    type HaltColumns = (Option<String>, Option<String>, Option<DateTime<Utc>>);
+    let row: Option<HaltColumns> = sqlx::query_as(
         "SELECT halted, halted_reason, halted_at FROM outbox_consumers WHERE name = $1",
     )
     .bind(name)
@@ -258,4 +259,66 @@ pub async fn resume(pool: &PgPool, name: &str) -> sqlx::Result<bool> {
     .execute(pool)
     .await?;
     Ok(updated.rows_affected() == 1)
+}
+
+// --- Consumers whose position lives here (the webhook): this row's position is the one that
+// counts, moved by compare-and-set on the session holding the consumer's lock.
+
+/// Creates `name`'s row if it has none, at the head of the log (the last row readers can see
+/// now), or at its start with `from_start`; an existing row is left as it is. `true`: created.
+pub async fn register(pool: &PgPool, name: &str, from_start: bool) -> sqlx::Result<bool> {
+    let created = sqlx::query(
+        "INSERT INTO outbox_consumers (name, position_tx, position_seq)
+         SELECT $1, coalesce(head.tx_id, '0'::xid8), coalesce(head.seq, 0)
+         FROM (SELECT 1) AS one
+         LEFT JOIN (SELECT tx_id, seq FROM outbox
+                    WHERE NOT $2 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+                    ORDER BY tx_id DESC, seq DESC LIMIT 1) AS head ON true
+         ON CONFLICT ON CONSTRAINT outbox_consumers_pkey DO NOTHING",
+    )
+    .bind(name)
+    .bind(from_start)
+    .execute(pool)
+    .await?;
+    Ok(created.rows_affected() == 1)
+}
+
+/// `name`'s position and whether it is halted, read on `executor` (the lock's session).
+pub async fn position_of(
+    executor: impl sqlx::PgExecutor<'_>,
+    name: &str,
+) -> sqlx::Result<Option<(LogPosition, bool)>> {
+    let row: Option<(i64, i64, bool)> = sqlx::query_as(
+        "SELECT position_tx::text::bigint, position_seq, halted IS NOT NULL
+         FROM outbox_consumers WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.map(|(tx_id, seq, halted)| (LogPosition { tx_id, seq }, halted)))
+}
+
+/// Moves `name`'s position from `from` to `to` if it is still at `from` (compare-and-set), on
+/// `executor` (the lock's session: a stale instance, whose session is gone, moves nothing).
+/// `None`: the position was elsewhere and nothing moved; `Some(halted)`: moved, and whether the
+/// consumer is halted now, so the next delivery needs no query of its own to know.
+pub async fn move_position(
+    executor: impl sqlx::PgExecutor<'_>,
+    name: &str,
+    from: LogPosition,
+    to: LogPosition,
+) -> sqlx::Result<Option<bool>> {
+    sqlx::query_scalar(
+        "UPDATE outbox_consumers
+         SET position_tx = $4::bigint::text::xid8, position_seq = $5, updated_at = now()
+         WHERE name = $1 AND (position_tx, position_seq) = ($2::bigint::text::xid8, $3)
+         RETURNING halted IS NOT NULL",
+    )
+    .bind(name)
+    .bind(from.tx_id)
+    .bind(from.seq)
+    .bind(to.tx_id)
+    .bind(to.seq)
+    .fetch_optional(executor)
+    .await
 }

@@ -76,6 +76,12 @@ impl Leadership {
         false
     }
 
+    /// The session holding the lock, if any. A consumer whose position lives in Postgres moves
+    /// it on this session: once the session is gone (and with it the lock), so is the move.
+    pub fn session(&mut self) -> Option<&mut PgConnection> {
+        self.session.as_mut()
+    }
+
     /// Gives the consumer up, so a standby takes over at once.
     pub async fn release(&mut self) {
         if let Some(session) = self.session.take() {
@@ -97,4 +103,18 @@ pub async fn is_held(pool: &sqlx::PgPool, consumer: &str) -> sqlx::Result<bool> 
     .bind(consumer)
     .fetch_one(pool)
     .await
+}
+
+/// Takes the consumer's lock for the rest of the caller's transaction, if no instance holds it
+/// (`false` otherwise): no instance becomes active on `consumer` until that transaction ends.
+/// For operator commands that must not race the active instance.
+pub async fn try_lock_for_transaction(
+    conn: &mut sqlx::PgConnection,
+    consumer: &str,
+) -> sqlx::Result<bool> {
+    // Transaction and session advisory locks on one key conflict across sessions.
+    sqlx::query_scalar(&format!("SELECT pg_try_advisory_xact_lock({LOCK_KEY})"))
+        .bind(consumer)
+        .fetch_one(&mut *conn)
+        .await
 }

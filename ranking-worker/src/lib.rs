@@ -14,4 +14,5 @@ pub mod ranking;
 pub mod redis_conn;
 pub mod relay;
 pub mod wakeup;
+pub mod webhook;
 pub mod worker;

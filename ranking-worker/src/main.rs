@@ -36,6 +36,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 relay: args.relay_settings(),
                 poll_interval: args.poll_interval(),
                 max_connections: args.database.database_max_connections,
+                webhook: args.webhook.settings()?,
             };
             let worker = Worker::build(settings, database).await?;
             let shutdown = CancellationToken::new();
@@ -90,10 +91,18 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::DeadLetters(DeadLettersCommand::Retry(args)) => {
             shared::telemetry::init_for_commands(cli.log.log_format);
             let pool = connect_db(&args.database).await?;
-            let (mut redis, ranking) = connect_ranking(&args.redis)?;
-            let report =
+            let report = if args.consumer == ranking_worker::webhook::WEBHOOK {
+                let settings = args.webhook.settings()?.context(
+                    "retrying the webhook's dead letters delivers them: set SOLD_OUT_WEBHOOK_URL \
+                     and SOLD_OUT_WEBHOOK_SECRET",
+                )?;
+                let delivery = ranking_worker::webhook::Delivery::new(settings)?;
+                dead_letters::retry_webhook(&pool, &delivery, args.event_id).await?
+            } else {
+                let (mut redis, ranking) = connect_ranking(&args.redis)?;
                 dead_letters::retry(&pool, &mut redis, &ranking, &args.consumer, args.event_id)
-                    .await?;
+                    .await?
+            };
             println!("{report}");
         }
         Command::Healthcheck(args) => {

@@ -19,7 +19,9 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::consumer::{Cause, Pause, Sink, Step};
 use crate::consumers::{self, RANKING};
+use crate::leadership::Leadership;
 use crate::log::{self, LogPosition, LogRow};
 use crate::ranking::{member, ApplyResult, Ranking, SinkPosition, StoredPosition};
 
@@ -322,6 +324,62 @@ impl Relay {
             self.prefetched = Some((next, read));
         }
         Ok(batch)
+    }
+}
+
+/// The ranking as a [`Sink`]: its position lives in Redis, moved by the apply script.
+impl Sink for Relay {
+    fn name(&self) -> &'static str {
+        RANKING
+    }
+
+    fn batch_size(&self) -> usize {
+        Relay::batch_size(self)
+    }
+
+    fn retry(&self) -> (Duration, Duration) {
+        (self.settings.retry_base, self.settings.retry_cap)
+    }
+
+    fn position(&self) -> Option<String> {
+        self.position.as_ref().map(ToString::to_string)
+    }
+
+    fn forget_position(&mut self) {
+        Relay::forget_position(self)
+    }
+
+    /// The lock is not needed: the apply script's compare-and-set in Redis fences the position.
+    async fn step(&mut self, _lock: &mut Leadership) -> Result<Step, Pause> {
+        let outcome = self.relay_once().await?;
+        Ok(Step {
+            read: outcome.read,
+            held_back: outcome.held_back,
+            held_back_for: outcome.held_back_for,
+            position_moved: outcome.position_moved,
+            halted: false,
+        })
+    }
+
+    /// A fresh connection is cheap beside the backoff, and after a failover the old one may
+    /// point at a demoted node whatever the error says.
+    fn recover(&mut self, pause: &Pause) {
+        if matches!(pause.cause, Cause::SinkUnavailable { .. }) {
+            self.reconnect();
+        }
+    }
+}
+
+impl From<RelayError> for Pause {
+    fn from(error: RelayError) -> Self {
+        let cause = match error {
+            RelayError::Sink(_) => Cause::SinkUnavailable { retry_after: None },
+            RelayError::Log(_) | RelayError::UnsafeSink(_) => Cause::Other,
+        };
+        Pause {
+            reason: error.to_string(),
+            cause,
+        }
     }
 }
 

@@ -19,15 +19,17 @@ const PROBE_WHEN_QUIET_FOR: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
-/// Wakes `wake` on every outbox notification until `shutdown`. `Notify` keeps at most one
-/// pending wake-up, so a burst of notifications becomes one read. After a reconnect it wakes
-/// the consumers once, since notifications sent meanwhile are gone (the poll would also catch
-/// them).
+/// Wakes each consumer's `wake` on every outbox notification until `shutdown`. `Notify` keeps
+/// at most one pending wake-up, so a burst of notifications becomes one read. After a
+/// reconnect it wakes the consumers once, since notifications sent meanwhile are gone (the
+/// poll would also catch them).
 pub async fn listen_for_wakeups(
     options: PgConnectOptions,
-    wake: Arc<Notify>,
+    wakes: Vec<Arc<Notify>>,
     shutdown: CancellationToken,
 ) {
+    // One Notify per consumer: notify_one wakes a single waiter, and each consumer must wake.
+    let wake = || wakes.iter().for_each(|wake| wake.notify_one());
     while !shutdown.is_cancelled() {
         let listener = async {
             // A pool of one of its own: PgListener reconnects through a pool.
@@ -48,17 +50,17 @@ pub async fn listen_for_wakeups(
                 }
             }
         };
-        wake.notify_one();
+        wake();
         loop {
             let received = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 received = tokio::time::timeout(PROBE_WHEN_QUIET_FOR, listener.try_recv()) => received,
             };
             match received {
-                Ok(Ok(Some(_))) => wake.notify_one(),
+                Ok(Ok(Some(_))) => wake(),
                 Ok(Ok(None)) => {
                     tracing::warn!("LISTEN connection lost; reconnecting");
-                    wake.notify_one();
+                    wake();
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "LISTEN failed; reconnecting");

@@ -1,5 +1,5 @@
-//! The `run` command as an application: the ranking consumer (active or standing by), its
-//! wake-up listener and the HTTP API, stopped together.
+//! The `run` command as an application: the consumers (each active or standing by, each in a
+//! task of its own), their wake-up listener and the HTTP API, stopped together.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use crate::http::{self, HttpState};
 use crate::leadership::Leadership;
 use crate::ranking::{Ranking, RankingKeys};
 use crate::relay::{Relay, RelaySettings};
+use crate::webhook::{WebhookSettings, WebhookSink, WEBHOOK};
 
 /// Pooled connections the worker needs at least: one for the consumer's reads and writes, one
 /// for the HTTP API's. The advisory lock and LISTEN have connections of their own.
@@ -31,7 +32,13 @@ pub struct WorkerSettings {
     pub relay: RelaySettings,
     pub poll_interval: Duration,
     pub max_connections: u32,
+    /// The sold-out webhook, when `SOLD_OUT_WEBHOOK_URL` is set.
+    pub webhook: Option<WebhookSettings>,
 }
+
+/// Connections of the webhook consumer's own pool (reads, dead letters), beside the worker's
+/// pool, so a slow receiver never holds one the ranking or the HTTP API needs.
+pub const WEBHOOK_POOL_CONNECTIONS: u32 = 2;
 
 pub struct Worker {
     /// The HTTP API's socket, bound at build so tests can ask for port 0 and read the port.
@@ -40,6 +47,8 @@ pub struct Worker {
     relay: Relay,
     /// What the consumer loop needs beside the relay.
     consumer: ConsumerRun,
+    /// The webhook consumer and its loop's needs, when configured.
+    webhook: Option<(WebhookSink, ConsumerRun)>,
     /// Where the wake-up listener connects (its own connection, outside the pool).
     database: PgConnectOptions,
 }
@@ -72,12 +81,31 @@ impl Worker {
         }
         let ranking = Ranking::new(settings.ranking_keys);
         let health = ConsumerHealth::new(RANKING);
+        let instance = instance_name();
+        let webhook = match settings.webhook {
+            Some(webhook) => {
+                let own = shared::db::pool_options(WEBHOOK_POOL_CONNECTIONS)
+                    .connect_lazy_with(database.clone());
+                let run = ConsumerRun {
+                    pool: own.clone(),
+                    leadership: Leadership::new(database.clone(), WEBHOOK),
+                    health: ConsumerHealth::new(WEBHOOK),
+                    instance: instance.clone(),
+                    wake: Arc::new(Notify::new()),
+                    poll_interval: settings.poll_interval,
+                };
+                Some((WebhookSink::new(own, webhook, settings.relay.clone())?, run))
+            }
+            None => None,
+        };
         let state = HttpState {
             pool: pool.clone(),
             redis: redis.clone(),
             ranking: ranking.clone(),
             metrics: shared::metrics::prometheus_handle(),
-            consumers: vec![health.clone()],
+            consumers: std::iter::once(health.clone())
+                .chain(webhook.as_ref().map(|(_, run)| run.health.clone()))
+                .collect(),
         };
         let listener = TcpListener::bind(settings.http_addr).await?;
         Ok(Self {
@@ -88,10 +116,11 @@ impl Worker {
                 pool,
                 leadership: Leadership::new(database.clone(), RANKING),
                 health,
-                instance: instance_name(),
+                instance,
                 wake: Arc::new(Notify::new()),
                 poll_interval: settings.poll_interval,
             },
+            webhook,
             database,
         })
     }
@@ -108,12 +137,18 @@ impl Worker {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = ?self.listener.local_addr()?, "ranking-worker listening");
         let tasks = TaskTracker::new();
+        let wakes = std::iter::once(self.consumer.wake.clone())
+            .chain(self.webhook.as_ref().map(|(_, run)| run.wake.clone()))
+            .collect();
         tasks.spawn(crate::wakeup::listen_for_wakeups(
             self.database,
-            self.consumer.wake.clone(),
+            wakes,
             shutdown.clone(),
         ));
         tasks.spawn(consumer::run(self.relay, self.consumer, shutdown.clone()));
+        if let Some((webhook, run)) = self.webhook {
+            tasks.spawn(consumer::run(webhook, run, shutdown.clone()));
+        }
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let served = server.await;

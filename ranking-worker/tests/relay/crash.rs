@@ -2,14 +2,15 @@
 //! nor applies one twice. Counted from Redis (ZCARD, exact scores, the script's own count of
 //! applied events), not from log lines.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use rand::Rng;
+use ranking_worker::consumers::RANKING;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
-use crate::helpers::{eventually, redis_url, settings, Harness};
+use crate::helpers::{eventually, settings, Harness};
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn a_worker_that_dies_after_applying_is_resumed_where_its_effect_ends(
@@ -61,35 +62,6 @@ async fn a_stale_instance_writes_nothing(_: PgPoolOptions, database: PgConnectOp
     harness.assert_ranking_is(&[events, more].concat()).await;
 }
 
-fn spawn_worker(harness: &Harness, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_ranking-worker"))
-        .arg("run")
-        .env_clear()
-        .env("DATABASE_URL", harness.database_url())
-        .env("DATABASE_MAX_CONNECTIONS", "3")
-        .env("REDIS_URL", redis_url())
-        .env("RANKING_KEY", &harness.key)
-        .env("RANKING_HTTP_ADDR", "127.0.0.1:0")
-        .env("BATCH_SIZE", "20")
-        .env("POLL_INTERVAL_MS", "50")
-        .env("LOG_FORMAT", "json")
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// The process id in the `active_instance` the consumer reports (`host:pid`).
-async fn active_pid(harness: &Harness) -> Option<u32> {
-    let instance = harness.consumer().await.active_instance?;
-    instance.rsplit_once(':')?.1.parse().ok()
-}
-
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn twenty_kills_of_the_active_instance_among_four_lose_nothing_and_double_nothing(
     _: PgPoolOptions,
@@ -99,7 +71,7 @@ async fn twenty_kills_of_the_active_instance_among_four_lose_nothing_and_double_
     const KILLS: usize = 20;
     let harness = Harness::new(database).await;
     let log = std::env::temp_dir().join(format!("ranking-worker-kill-{}.log", Uuid::new_v4()));
-    let mut workers: Vec<Child> = (0..4).map(|_| spawn_worker(&harness, &log)).collect();
+    let mut workers: Vec<Child> = (0..4).map(|_| harness.spawn_worker(&log, &[])).collect();
 
     // Events arrive at a pace, so the kills land while the consumer drains them.
     let feeder = {
@@ -120,7 +92,8 @@ async fn twenty_kills_of_the_active_instance_among_four_lose_nothing_and_double_
         let applied = harness.applied_events().await;
         let mut pid = None;
         eventually(Duration::from_secs(30), async || {
-            pid = active_pid(&harness)
+            pid = harness
+                .active_pid(RANKING)
                 .await
                 .filter(|pid| workers.iter().any(|w| w.id() == *pid));
             pid.is_some() && harness.applied_events().await > applied
@@ -133,7 +106,7 @@ async fn twenty_kills_of_the_active_instance_among_four_lose_nothing_and_double_
         victim.kill().unwrap(); // SIGKILL: no chance to finish or release anything
         victim.wait().unwrap();
         kills += 1;
-        workers.push(spawn_worker(&harness, &log));
+        workers.push(harness.spawn_worker(&log, &[]));
         assert!(
             (harness.applied_events().await as usize) < EVENTS,
             "the events ran out after {kills} kills"

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use ranking_worker::ranking::{Ranking, RankingKeys};
 use ranking_worker::relay::{Outcome, Relay, RelaySettings};
+use ranking_worker::webhook::WebhookSettings;
 use ranking_worker::worker::{Worker, WorkerSettings};
 use redis::aio::ConnectionManager;
 use shared::events::ConcertSoldOut;
@@ -79,6 +80,16 @@ impl Harness {
         poll_interval: Duration,
         shutdown: &CancellationToken,
     ) -> String {
+        self.start_worker_with(poll_interval, shutdown, None).await
+    }
+
+    /// [`Self::start_worker`], with the webhook consumer when `webhook` is set.
+    pub async fn start_worker_with(
+        &self,
+        poll_interval: Duration,
+        shutdown: &CancellationToken,
+        webhook: Option<WebhookSettings>,
+    ) -> String {
         let worker = Worker::build(
             WorkerSettings {
                 http_addr: "127.0.0.1:0".parse().unwrap(),
@@ -88,6 +99,7 @@ impl Harness {
                 poll_interval,
                 // The smallest pool allowed: the consumer must not starve with it.
                 max_connections: ranking_worker::worker::MIN_POOL_CONNECTIONS,
+                webhook,
             },
             self.database.clone(),
         )
@@ -111,6 +123,32 @@ impl Harness {
                 .get_database()
                 .expect("sqlx::test names the database")
         )
+    }
+
+    /// Starts `ranking-worker run` as a process of its own on this test's database and ranking,
+    /// with `env` added, its log (JSON lines) appended to `log`.
+    pub fn spawn_worker(&self, log: &std::path::Path, env: &[(&str, &str)]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_ranking-worker"))
+            .arg("run")
+            .env_clear()
+            .env("DATABASE_URL", self.database_url())
+            .env("DATABASE_MAX_CONNECTIONS", "3")
+            .env("REDIS_URL", redis_url())
+            .env("RANKING_KEY", &self.key)
+            .env("RANKING_HTTP_ADDR", "127.0.0.1:0")
+            .env("BATCH_SIZE", "20")
+            .env("POLL_INTERVAL_MS", "50")
+            .env("LOG_FORMAT", "json")
+            .envs(env.iter().copied())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
     }
 
     /// Writes `count` sold-out events for distinct schedules, as payment-svc would.
@@ -197,6 +235,15 @@ impl Harness {
         ranking_worker::consumers::get(&self.pool, ranking_worker::consumers::RANKING)
             .await
             .unwrap()
+    }
+
+    /// The process id in the `active_instance` that `consumer` reports (`host:pid`).
+    pub async fn active_pid(&self, consumer: &str) -> Option<u32> {
+        let instance = ranking_worker::consumers::get(&self.pool, consumer)
+            .await
+            .ok()?
+            .active_instance?;
+        instance.rsplit_once(':')?.1.parse().ok()
     }
 
     pub async fn dead_letters(&self) -> Vec<Uuid> {

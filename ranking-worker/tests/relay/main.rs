@@ -8,6 +8,8 @@ mod failures;
 mod log_order;
 mod openapi;
 mod operations;
+mod receiver;
 mod replay;
 mod upgrade;
+mod webhook;
 mod workers;
