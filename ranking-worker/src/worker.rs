@@ -5,20 +5,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use sqlx::postgres::PgConnectOptions;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::consumer::{self, ConsumerRun};
-use crate::consumers::RANKING;
+use crate::consumer::{self, ConsumerRun, Sink};
 use crate::health::ConsumerHealth;
 use crate::http::{self, HttpState};
 use crate::leadership::Leadership;
 use crate::ranking::{Ranking, RankingKeys};
 use crate::relay::{Relay, RelaySettings};
-use crate::webhook::{WebhookSettings, WebhookSink, WEBHOOK};
+use crate::webhook::{WebhookSettings, WebhookSink};
 
 /// Pooled connections the worker needs at least: one for the consumer's reads and writes, one
 /// for the HTTP API's. The advisory lock and LISTEN have connections of their own.
@@ -44,13 +45,45 @@ pub struct Worker {
     /// The HTTP API's socket, bound at build so tests can ask for port 0 and read the port.
     listener: TcpListener,
     router: axum::Router,
-    relay: Relay,
-    /// What the consumer loop needs beside the relay.
-    consumer: ConsumerRun,
-    /// The webhook consumer and its loop's needs, when configured.
-    webhook: Option<(WebhookSink, ConsumerRun)>,
+    /// Every consumer this process runs, each ready to start in a task of its own.
+    consumers: Vec<Registered>,
     /// Where the wake-up listener connects (its own connection, outside the pool).
     database: PgConnectOptions,
+}
+
+/// A consumer ready to run: its loop, and what the HTTP API and the wake-up listener share
+/// with it.
+struct Registered {
+    health: ConsumerHealth,
+    wake: Arc<Notify>,
+    run: Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>,
+}
+
+/// What every consumer's loop gets from the process.
+struct Registrar {
+    database: PgConnectOptions,
+    instance: String,
+    poll_interval: Duration,
+}
+
+impl Registrar {
+    /// `sink` as a consumer of this process, its loop working with `pool`: its own lock on its
+    /// name, its own health and wake-up.
+    fn register<S: Sink + 'static>(&self, sink: S, pool: PgPool) -> Registered {
+        let run = ConsumerRun {
+            pool,
+            leadership: Leadership::new(self.database.clone(), sink.name()),
+            health: ConsumerHealth::new(sink.name()),
+            instance: self.instance.clone(),
+            wake: Arc::new(Notify::new()),
+            poll_interval: self.poll_interval,
+        };
+        Registered {
+            health: run.health.clone(),
+            wake: run.wake.clone(),
+            run: Box::new(move |shutdown| Box::pin(consumer::run(sink, run, shutdown))),
+        }
+    }
 }
 
 impl Worker {
@@ -80,47 +113,39 @@ impl Worker {
             _ => tracing::warn!("cannot reach Redis at start; the consumer waits for it"),
         }
         let ranking = Ranking::new(settings.ranking_keys);
-        let health = ConsumerHealth::new(RANKING);
-        let instance = instance_name();
-        let webhook = match settings.webhook {
-            Some(webhook) => {
-                let own = shared::db::pool_options(WEBHOOK_POOL_CONNECTIONS)
-                    .connect_lazy_with(database.clone());
-                let run = ConsumerRun {
-                    pool: own.clone(),
-                    leadership: Leadership::new(database.clone(), WEBHOOK),
-                    health: ConsumerHealth::new(WEBHOOK),
-                    instance: instance.clone(),
-                    wake: Arc::new(Notify::new()),
-                    poll_interval: settings.poll_interval,
-                };
-                Some((WebhookSink::new(own, webhook, settings.relay.clone())?, run))
-            }
-            None => None,
+
+        // The consumers: one line each.
+        let registrar = Registrar {
+            database: database.clone(),
+            instance: instance_name(),
+            poll_interval: settings.poll_interval,
         };
+        let relay = Relay::new(
+            pool.clone(),
+            &settings.redis_url,
+            ranking.clone(),
+            settings.relay.clone(),
+        )?;
+        let mut consumers = vec![registrar.register(relay, pool.clone())];
+        if let Some(webhook) = settings.webhook {
+            let own = shared::db::pool_options(WEBHOOK_POOL_CONNECTIONS)
+                .connect_lazy_with(database.clone());
+            let sink = WebhookSink::new(own.clone(), webhook, settings.relay)?;
+            consumers.push(registrar.register(sink, own));
+        }
+
         let state = HttpState {
-            pool: pool.clone(),
-            redis: redis.clone(),
-            ranking: ranking.clone(),
+            pool,
+            redis,
+            ranking,
             metrics: shared::metrics::prometheus_handle(),
-            consumers: std::iter::once(health.clone())
-                .chain(webhook.as_ref().map(|(_, run)| run.health.clone()))
-                .collect(),
+            consumers: consumers.iter().map(|c| c.health.clone()).collect(),
         };
         let listener = TcpListener::bind(settings.http_addr).await?;
         Ok(Self {
             listener,
             router: http::router(state),
-            relay: Relay::new(pool.clone(), &settings.redis_url, ranking, settings.relay)?,
-            consumer: ConsumerRun {
-                pool,
-                leadership: Leadership::new(database.clone(), RANKING),
-                health,
-                instance,
-                wake: Arc::new(Notify::new()),
-                poll_interval: settings.poll_interval,
-            },
-            webhook,
+            consumers,
             database,
         })
     }
@@ -132,27 +157,24 @@ impl Worker {
             .unwrap_or(0)
     }
 
-    /// Runs until `shutdown`: the consumer finishes the batch in hand, HTTP drains, then it
+    /// Runs until `shutdown`: each consumer finishes the batch in hand, HTTP drains, then it
     /// returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = ?self.listener.local_addr()?, "ranking-worker listening");
         let tasks = TaskTracker::new();
-        let wakes = std::iter::once(self.consumer.wake.clone())
-            .chain(self.webhook.as_ref().map(|(_, run)| run.wake.clone()))
-            .collect();
+        let wakes = self.consumers.iter().map(|c| c.wake.clone()).collect();
         tasks.spawn(crate::wakeup::listen_for_wakeups(
             self.database,
             wakes,
             shutdown.clone(),
         ));
-        tasks.spawn(consumer::run(self.relay, self.consumer, shutdown.clone()));
-        if let Some((webhook, run)) = self.webhook {
-            tasks.spawn(consumer::run(webhook, run, shutdown.clone()));
+        for consumer in self.consumers {
+            tasks.spawn((consumer.run)(shutdown.clone()));
         }
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let served = server.await;
-        // The server also returns early if it fails; stop the consumer with it.
+        // The server also returns early if it fails; stop the consumers with it.
         shutdown.cancel();
         tasks.close();
         tasks.wait().await;
