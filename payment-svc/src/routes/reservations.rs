@@ -56,11 +56,47 @@ const RESERVATION_COLUMNS: &str = "id AS reservation_id, schedule_id, seat_no, p
        AS status,
      held_until";
 
+/// What `booking_hold` (migrations/20261125190000_hold_and_pay_functions.sql) did: its
+/// outcome, and the reservation for MINE and CREATED.
 #[derive(sqlx::FromRow)]
-struct SaleWindow {
-    seat_count: i32,
-    /// Judged by the database clock, the one every hold and payment is timed by.
-    open: bool,
+struct HoldOutcome {
+    outcome: String,
+    reservation_id: Option<Uuid>,
+    schedule_id: Option<i64>,
+    seat_no: Option<i32>,
+    price: Option<i64>,
+    held_until: Option<DateTime<Utc>>,
+}
+
+impl HoldOutcome {
+    /// The reservation `booking_hold` returned, which is HELD by construction.
+    fn reservation(self) -> Result<Reservation, ApiError> {
+        match (
+            self.reservation_id,
+            self.schedule_id,
+            self.seat_no,
+            self.price,
+            self.held_until,
+        ) {
+            (
+                Some(reservation_id),
+                Some(schedule_id),
+                Some(seat_no),
+                Some(price),
+                Some(held_until),
+            ) => Ok(Reservation {
+                reservation_id,
+                schedule_id,
+                seat_no,
+                price,
+                status: ReservationStatus::Held,
+                held_until,
+            }),
+            _ => Err(
+                anyhow::anyhow!("booking_hold said {} without a reservation", self.outcome).into(),
+            ),
+        }
+    }
 }
 
 /// Holds a seat for `HOLD_TTL_SECONDS`: 201 with a new hold; 200 with my existing hold of this
@@ -88,86 +124,29 @@ pub async fn hold(
     JsonBody { value: body, .. }: JsonBody<Hold>,
 ) -> Result<(StatusCode, Json<Reservation>), ApiError> {
     let seat = SeatNo::parse(body.seat_no).map_err(ApiError::Validation)?;
-    let window: Option<SaleWindow> = sqlx::query_as(
-        "SELECT seat_count, sale_starts_at <= now() AND now() < starts_at AS open
-         FROM schedules WHERE id = $1",
-    )
-    .bind(body.schedule_id)
-    .fetch_optional(&state.pool)
-    .await?;
-    let window = window.ok_or(ApiError::NotFound("schedule"))?;
-    if seat.get() > window.seat_count {
-        return Err(ApiError::NotFound("seat"));
-    }
-    if !window.open {
-        return Err(ApiError::SaleNotOpen);
-    }
-
-    let mut tx = crate::db::begin(&state.pool).await?;
-    // One hold at a time per user: the cap below counts, then inserts, and two concurrent holds
-    // of one user would both count below it. A lock on the user, held until commit, makes the
-    // second wait and count the first. Users have no row to lock, so it is an advisory lock on
-    // a hash of the user id, prefixed so it shares no key with other advisory locks (such as
-    // ranking-worker's consumer locks); a collision only makes two users' holds take turns.
-    // Every statement after it reads the clock afresh (clock_timestamp()), as the wait may
-    // have been long.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('holds of user ' || $1, 0))")
+    // One statement, committed on its own: the sale window, the user's lock, my existing hold,
+    // the cap on live holds, the lazy expiry of a stale hold of the seat and the insert all run
+    // inside `booking_hold`, which says why each comes where it does. It writes only in its
+    // last two statements, so a refusal writes nothing, and a lost race for the seat fails the
+    // insert with reservations_one_live_per_seat (409 SEAT_UNAVAILABLE), undoing the expiry.
+    let hold: HoldOutcome = sqlx::query_as("SELECT * FROM booking_hold($1, $2, $3, $4, $5, $6)")
         .bind(caller.user.get())
-        .execute(&mut *tx)
+        .bind(body.schedule_id)
+        .bind(seat.get())
+        .bind(Uuid::now_v7())
+        .bind(state.hold_ttl_seconds)
+        .bind(i64::from(state.max_holds_per_user))
+        .fetch_one(&state.pool)
         .await?;
-    // Lazy expiry: a stale hold keeps its slot in reservations_one_live_per_seat until someone
-    // wants the seat. Flipping it here frees the slot for the insert below. The row lock this
-    // takes serialises with a concurrent payment of that hold: whichever is second sees the
-    // other's outcome.
-    sqlx::query(
-        "UPDATE reservations SET status = 'EXPIRED'
-         WHERE schedule_id = $1 AND seat_no = $2 AND status = 'HELD'
-           AND held_until <= clock_timestamp()",
-    )
-    .bind(body.schedule_id)
-    .bind(seat.get())
-    .execute(&mut *tx)
-    .await?;
-    let mine: Option<Reservation> = sqlx::query_as(&format!(
-        "SELECT {RESERVATION_COLUMNS} FROM reservations
-         WHERE schedule_id = $1 AND seat_no = $2 AND user_id = $3 AND status = 'HELD'"
-    ))
-    .bind(body.schedule_id)
-    .bind(seat.get())
-    .bind(caller.user.get())
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(mine) = mine {
-        tx.commit().await?;
-        return Ok((StatusCode::OK, Json(mine)));
+    match hold.outcome.as_str() {
+        "CREATED" => Ok((StatusCode::CREATED, Json(hold.reservation()?))),
+        "MINE" => Ok((StatusCode::OK, Json(hold.reservation()?))),
+        "NO_SCHEDULE" => Err(ApiError::NotFound("schedule")),
+        "NO_SEAT" => Err(ApiError::NotFound("seat")),
+        "SALE_NOT_OPEN" => Err(ApiError::SaleNotOpen),
+        "TOO_MANY_HOLDS" => Err(ApiError::TooManyHolds(state.max_holds_per_user)),
+        other => Err(anyhow::anyhow!("booking_hold said {other}").into()),
     }
-    let (live,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM reservations
-         WHERE user_id = $1 AND status = 'HELD' AND held_until > clock_timestamp()",
-    )
-    .bind(caller.user.get())
-    .fetch_one(&mut *tx)
-    .await?;
-    if live >= i64::from(state.max_holds_per_user) {
-        return Err(ApiError::TooManyHolds(state.max_holds_per_user));
-    }
-    // The unique index on live reservations decides races for the seat: the loser's insert
-    // fails with reservations_one_live_per_seat, which maps to 409 SEAT_UNAVAILABLE.
-    let reservation: Reservation = sqlx::query_as(
-        "INSERT INTO reservations (id, user_id, schedule_id, seat_no, price, status, held_until)
-         SELECT $1, $2, s.id, $3, s.price, 'HELD', clock_timestamp() + make_interval(secs => $4)
-         FROM schedules s WHERE s.id = $5
-         RETURNING id AS reservation_id, schedule_id, seat_no, price, status, held_until",
-    )
-    .bind(Uuid::now_v7())
-    .bind(caller.user.get())
-    .bind(seat.get())
-    .bind(state.hold_ttl_seconds)
-    .bind(body.schedule_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(reservation)))
 }
 
 #[derive(Deserialize, IntoParams)]
