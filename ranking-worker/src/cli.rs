@@ -36,6 +36,12 @@ pub enum Command {
     /// Inspect and redrive events a consumer could not handle (undecodable, unknown version).
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
+    /// List the consumers (position, lag, state, dead letters), or pause, resume, remove or
+    /// reset one.
+    Consumers(ConsumersArgs),
+    /// Delete log rows created before a time that every consumer has passed and none retains
+    /// (never a ConcertSoldOut, an unconsumed row or one with open dead letters).
+    Prune(PruneArgs),
     /// Print the ranking, fastest sell-out first.
     Top(TopArgs),
     /// Exit 0 if the worker on RANKING_HTTP_ADDR is ready (its /readyz), else 1: for a
@@ -220,6 +226,70 @@ pub struct DeadLettersRetryArgs {
     /// Where and how `--consumer webhook` delivers.
     #[command(flatten)]
     pub webhook: crate::webhook::WebhookArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumersArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Print the list as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Option<ConsumersCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsumersCommand {
+    /// Stop a consumer delivering until `consumers resume`; its position stays.
+    Pause {
+        /// The consumer, as `consumers` lists it.
+        name: String,
+        /// Why, shown by `consumers` and `status`.
+        #[arg(long, default_value = "paused by an operator")]
+        reason: String,
+    },
+    /// Let a paused (or sink-disabled) consumer deliver again.
+    Resume {
+        /// The consumer, as `consumers` lists it.
+        name: String,
+    },
+    /// Forget a consumer no longer configured, with its dead letters, so its position no
+    /// longer holds back pruning. Refused while an instance runs it, and for `ranking`.
+    Remove {
+        /// The consumer, as `consumers` lists it.
+        name: String,
+    },
+    /// Deliver again from the first log position whose row was created at or after --since
+    /// (log order is commit order, so it says which rows that covers). Not for `ranking`,
+    /// whose position lives in Redis: `replay` is its tool.
+    Reset {
+        /// The consumer, as `consumers` lists it.
+        name: String,
+        /// RFC 3339, e.g. 2026-11-25T10:00:00Z.
+        #[arg(long)]
+        since: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Delete only rows created before this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+    #[arg(long)]
+    pub before: DateTime<Utc>,
+
+    /// Count what would be deleted and why the rest is kept, without deleting.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

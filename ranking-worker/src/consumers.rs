@@ -322,3 +322,43 @@ pub async fn move_position(
     .fetch_optional(executor)
     .await
 }
+
+/// Every consumer's name, in order: for messages that name the known ones.
+pub async fn names(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("SELECT name FROM outbox_consumers ORDER BY name")
+        .fetch_all(pool)
+        .await
+}
+
+/// Locks `name`'s row until the caller's transaction ends and returns its position (`None`:
+/// no such consumer). The active instance's next move (by compare-and-set) and prune's next
+/// batch wait meanwhile.
+pub async fn lock_position(
+    conn: &mut sqlx::PgConnection,
+    name: &str,
+) -> sqlx::Result<Option<LogPosition>> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT position_tx::text::bigint, position_seq FROM outbox_consumers
+         WHERE name = $1 FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(tx_id, seq)| LogPosition { tx_id, seq }))
+}
+
+/// Forgets the consumer `name` with its dead letters, on the caller's transaction. Returns
+/// how many dead letters went with it, or `None` when there is no such consumer.
+pub async fn remove(conn: &mut sqlx::PgConnection, name: &str) -> sqlx::Result<Option<u64>> {
+    let letters = sqlx::query("DELETE FROM outbox_dead_letters WHERE consumer = $1")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let removed = sqlx::query("DELETE FROM outbox_consumers WHERE name = $1")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok((removed == 1).then_some(letters))
+}

@@ -177,7 +177,8 @@ pub async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<serde_j
 }
 
 /// Each consumer as this instance runs it (active or standby, running or paused and why), with
-/// its lag from the position Postgres mirrors. Not part of readiness: an unavailable sink must
+/// its lag from the position Postgres mirrors, whether an operator or its sink halted it, and
+/// its dead letters. Not part of readiness: an unavailable sink must
 /// not take the read API out of rotation.
 #[utoipa::path(
     get,
@@ -193,8 +194,17 @@ pub async fn consumers_health(State(state): State<HttpState>) -> Response {
             Ok(row) => log::lag(&state.pool, row.position()).await.ok(),
             Err(_) => None,
         };
+        let halted = consumers::halt_of(&state.pool, &health.name)
+            .await
+            .ok()
+            .flatten();
+        let dead_letters = consumers::count_dead_letters(&state.pool, &health.name)
+            .await
+            .ok();
         let mut entry = serde_json::to_value(&health).unwrap_or_default();
         entry["lag"] = serde_json::to_value(lag).unwrap_or_default();
+        entry["halted"] = serde_json::to_value(halted).unwrap_or_default();
+        entry["dead_letters"] = serde_json::to_value(dead_letters).unwrap_or_default();
         consumers.push(entry);
     }
     Json(json!({ "consumers": consumers })).into_response()

@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod ranking;
 pub mod redis_conn;
 pub mod relay;
+pub mod retention;
 pub mod wakeup;
 pub mod webhook;
 pub mod worker;

@@ -1,6 +1,6 @@
 use anyhow::Context;
-use ranking_worker::cli::{Cli, Command, DeadLettersCommand, RedisArgs};
-use ranking_worker::commands::{dead_letters, replay, status, top};
+use ranking_worker::cli::{Cli, Command, ConsumersCommand, DeadLettersCommand, RedisArgs};
+use ranking_worker::commands::{consumers, dead_letters, prune, replay, status, top};
 use ranking_worker::log::ReplayFilter;
 use ranking_worker::ranking::Ranking;
 use ranking_worker::worker::{Worker, WorkerSettings};
@@ -104,6 +104,45 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                     .await?
             };
             println!("{report}");
+        }
+        Command::Consumers(args) => {
+            shared::telemetry::init_for_commands(cli.log.log_format);
+            let pool = connect_db(&args.database).await?;
+            match args.command {
+                None => {
+                    let views = consumers::list(&pool).await?;
+                    if args.json {
+                        println!(
+                            "{}",
+                            serde_json::to_string(&serde_json::json!({ "consumers": views }))?
+                        );
+                    } else {
+                        println!("{}", consumers::render(&views));
+                    }
+                }
+                Some(ConsumersCommand::Pause { name, reason }) => {
+                    println!("{}", consumers::pause(&pool, &name, &reason).await?);
+                }
+                Some(ConsumersCommand::Resume { name }) => {
+                    println!("{}", consumers::resume(&pool, &name).await?);
+                }
+                Some(ConsumersCommand::Remove { name }) => {
+                    println!("{}", consumers::remove(&pool, &name).await?);
+                }
+                Some(ConsumersCommand::Reset { name, since }) => {
+                    println!("{}", consumers::reset(&pool, &name, since).await?);
+                }
+            }
+        }
+        Command::Prune(args) => {
+            shared::telemetry::init_for_commands(cli.log.log_format);
+            let pool = connect_db(&args.database).await?;
+            let report = prune::prune(&pool, args.before, args.dry_run).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report}");
+            }
         }
         Command::Healthcheck(args) => {
             if let Err(why) = shared::healthcheck::check_ready(args.http_addr).await {

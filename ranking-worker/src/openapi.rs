@@ -159,6 +159,27 @@ pub struct Consumer {
     position: Option<String>,
     /// How far it is behind the log's head; null when Postgres does not answer.
     lag: Option<Lag>,
+    /// Paused by an operator or disabled by its sink until `consumers resume`, whatever this
+    /// instance does (`consumers::Halt`); null when not halted (or Postgres does not answer).
+    halted: Option<Halted>,
+    /// Its dead letters; null when Postgres does not answer.
+    dead_letters: Option<i64>,
+}
+
+/// Why a consumer delivers nothing until `consumers resume` (`consumers::Halt`).
+#[derive(Serialize, ToSchema)]
+pub struct Halted {
+    kind: HaltKind,
+    reason: String,
+    since: DateTime<Utc>,
+}
+
+/// `consumers::HaltKind`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HaltKind {
+    Paused,
+    Disabled,
 }
 
 /// How far a consumer is behind the log's head (`log::Lag`).

@@ -16,7 +16,12 @@ use crate::ranking::Ranking;
 use crate::webhook::verdict::Verdict;
 use crate::webhook::{Delivery, WEBHOOK};
 
+/// Dead letters of every consumer, or of `consumer` (an error naming the known consumers if
+/// there is none of that name: a typo must not look like "no dead letters").
 pub async fn list(pool: &PgPool, consumer: Option<&str>) -> anyhow::Result<Vec<DeadLetter>> {
+    if let Some(name) = consumer {
+        super::consumers::known(pool, name).await?;
+    }
     Ok(consumers::dead_letters(pool, consumer).await?)
 }
 

@@ -1,7 +1,9 @@
 //! `replay`: re-apply ConcertSoldOut events the ranking has passed, and `replay --rebuild`.
 //!
 //! Both read the log up to the ranking's position (Redis's, or Postgres's mirror when Redis has
-//! none): what lies beyond is the consumer's to apply.
+//! none): what lies beyond is the consumer's to apply. Both refuse when `ConcertSoldOut` rows
+//! have been deleted from the log (`retention::sold_out_kept`): what they would write would
+//! silently lack those sell-outs.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use redis::aio::ConnectionManager;
@@ -109,6 +111,7 @@ pub async fn replay(
     filter: &ReplayFilter,
     dry_run: bool,
 ) -> anyhow::Result<ReplayReport> {
+    crate::retention::sold_out_kept(pool).await??;
     let (_, _, upto) = passed(pool, redis, ranking).await?;
     let range = (LogPosition::START, upto);
     let progress = progress_bar(log::count_sold_out_between(pool, filter, range.0, range.1).await?);
@@ -133,6 +136,7 @@ pub async fn rebuild(
     redis: &mut ConnectionManager,
     ranking: &Ranking,
 ) -> anyhow::Result<ReplayReport> {
+    crate::retention::sold_out_kept(pool).await??;
     let all = ReplayFilter::default();
     let (log_id, mut live, mut upto) = passed(pool, redis, ranking).await?;
     let progress =

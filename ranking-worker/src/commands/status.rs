@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::consumers;
 use crate::log::{self, Lag, LogPosition, Retained};
 use crate::ranking::Ranking;
+use crate::retention::{self, Pruned};
 
 /// The state shown when no instance holds a consumer.
 const NO_ACTIVE_INSTANCE: &str = "no active instance";
@@ -16,7 +17,10 @@ const NO_ACTIVE_INSTANCE: &str = "no active instance";
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub consumers: Vec<ConsumerStatus>,
+    /// The rows the log holds now.
     pub log: Retained,
+    /// What `prune` has deleted: the pruned-through watermark.
+    pub pruned: Pruned,
     pub ranking_key: String,
     /// `None` while Redis does not answer.
     pub ranking_size: Option<u64>,
@@ -39,6 +43,8 @@ pub struct ConsumerStatus {
     /// when none holds the consumer (all stopped, or the last one died without saying so).
     pub state: String,
     pub detail: Option<String>,
+    /// Paused by an operator or disabled by its sink, until `consumers resume`.
+    pub halted: Option<consumers::Halt>,
     pub active_instance: Option<String>,
     pub reported_at: chrono::DateTime<chrono::Utc>,
     pub dead_letters: i64,
@@ -63,9 +69,12 @@ pub async fn status(
     let mut consumers = Vec::new();
     for row in consumers::all(pool).await? {
         let mirror = row.position();
-        let position = (row.name == consumers::RANKING)
-            .then_some(position)
-            .flatten();
+        // The ranking's own position is in Redis; any other consumer's is the one in Postgres.
+        let position = if row.name == consumers::RANKING {
+            position
+        } else {
+            Some(mirror)
+        };
         consumers.push(ConsumerStatus {
             lag: log::lag(pool, position.unwrap_or(mirror)).await?,
             dead_letters: consumers::count_dead_letters(pool, &row.name).await?,
@@ -77,6 +86,7 @@ pub async fn status(
                 NO_ACTIVE_INSTANCE.to_owned()
             },
             detail: row.detail,
+            halted: consumers::halt_of(pool, &row.name).await?,
             active_instance: row.active_instance,
             reported_at: row.updated_at,
             name: row.name,
@@ -85,6 +95,7 @@ pub async fn status(
     Ok(Status {
         consumers,
         log: log::retained(pool).await?,
+        pruned: retention::pruned(pool).await?,
         ranking_key: ranking.key().to_owned(),
         ranking_size: size,
         redis_maxmemory_policy: policy,
@@ -101,6 +112,15 @@ impl std::fmt::Display for Status {
             };
             writeln!(f, "consumer {}", consumer.name)?;
             writeln!(f, "  state           {state}")?;
+            if let Some(halt) = &consumer.halted {
+                writeln!(
+                    f,
+                    "  halted          {} since {} ({})",
+                    halt.kind.as_str(),
+                    time(Some(halt.since)),
+                    halt.reason
+                )?;
+            }
             let instance = consumer.active_instance.as_deref().unwrap_or("-");
             if consumer.state == NO_ACTIVE_INSTANCE {
                 writeln!(f, "  last active     {instance}")?;
@@ -120,11 +140,6 @@ impl std::fmt::Display for Status {
             )?;
             writeln!(f, "  dead letters    {}", consumer.dead_letters)?;
         }
-        let time = |at: Option<chrono::DateTime<chrono::Utc>>| {
-            at.map_or("-".to_owned(), |at| {
-                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            })
-        };
         writeln!(
             f,
             "log               {} events, {} .. {}",
@@ -132,6 +147,17 @@ impl std::fmt::Display for Status {
             time(self.log.oldest),
             time(self.log.newest)
         )?;
+        if self.pruned.rows > 0 {
+            writeln!(
+                f,
+                "pruned            through {} ({} rows, last at {})",
+                self.pruned.through,
+                self.pruned.rows,
+                time(self.pruned.at)
+            )?;
+        } else {
+            writeln!(f, "pruned            nothing")?;
+        }
         match (self.ranking_size, &self.redis_error) {
             (Some(size), _) => write!(f, "ranking           {size} ({})", self.ranking_key)?,
             (None, Some(error)) => write!(f, "ranking           unreachable: {error}")?,
@@ -142,4 +168,10 @@ impl std::fmt::Display for Status {
         }
         Ok(())
     }
+}
+
+fn time(at: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    at.map_or("-".to_owned(), |at| {
+        at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    })
 }

@@ -10,6 +10,7 @@ mod openapi;
 mod operations;
 mod receiver;
 mod replay;
+mod retention;
 mod upgrade;
 mod webhook;
 mod workers;

@@ -194,4 +194,16 @@ async fn responses_conform_to_the_document(_: PgPoolOptions, database: PgConnect
     }
     let consumers = conforms(&doc, "/consumers", get("/consumers").await.unwrap()).await;
     assert_eq!(consumers["consumers"][0]["name"], "ranking");
+    assert_eq!(consumers["consumers"][0]["dead_letters"], 0);
+    ranking_worker::consumers::halt(
+        &harness.pool,
+        "ranking",
+        ranking_worker::consumers::HaltKind::Paused,
+        "maintenance",
+    )
+    .await
+    .unwrap();
+    let consumers = conforms(&doc, "/consumers", get("/consumers").await.unwrap()).await;
+    assert_eq!(consumers["consumers"][0]["halted"]["kind"], "paused");
+    assert_eq!(consumers["consumers"][0]["halted"]["reason"], "maintenance");
 }

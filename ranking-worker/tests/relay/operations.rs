@@ -122,7 +122,8 @@ async fn invented_methods_and_paths_add_no_metric_series(
     }
 }
 
-fn cli(harness: &Harness, args: &[&str]) -> (bool, String, String) {
+/// Runs the binary on the test's database and ranking: (success, stdout, stderr).
+pub fn cli(harness: &Harness, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_ranking-worker"))
         .args(args)
         .env_clear()
