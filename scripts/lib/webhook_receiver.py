@@ -56,8 +56,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         print(
             f"received webhook-id={headers['webhook-id']} "
-            f"timestamp={headers['webhook-timestamp']} signature verified "
-            f"({len(self.secrets)} secrets): schedule {event['schedule_id']} of concert "
+            f"timestamp={headers['webhook-timestamp']} signature verified with "
+            f"{len(self.secrets)} secret(s): schedule {event['schedule_id']} of concert "
             f"{event['concert_id']} \"{event['concert_title']}\" sold out at {event['sold_out_at']}",
             flush=True,
         )

@@ -151,8 +151,7 @@ impl Delivery {
                 Attempt {
                     verdict: Verdict::Unavailable { retry_after: None },
                     status: status.to_owned(),
-                    // The URL may hold a token of the receiver's: never in a log line.
-                    error: format!("webhook receiver unavailable: {}", error.without_url()),
+                    error: format!("webhook receiver unavailable: {}", causes(error)),
                     latency,
                 }
             }
@@ -208,6 +207,19 @@ impl Delivery {
         };
         Ok((verdict, status.as_u16().to_string(), error))
     }
+}
+
+/// A request's error with its causes (`error sending request: ...: Connection refused`),
+/// without the URL, which may hold a token of the receiver's: never in a log line.
+fn causes(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 /// The first few hundred bytes of a body, as text on one line.
