@@ -1,6 +1,9 @@
 //! Sell-out detection under concurrency: exactly one payment sees the last seat go.
 
 use futures::future::join_all;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -60,8 +63,9 @@ async fn two_hundred_buyers_for_fifty_seats_make_fifty_payments_and_one_event(
     .await
     .unwrap();
     assert_eq!(seats_sold_twice, 0);
-    let (confirmed_count, confirmed_reservations, sold_out): (i32, i64, bool) = sqlx::query_as(
-        "SELECT s.confirmed_count,
+    let (confirmed_count, confirmed_reservations, sold_out): (i64, i64, bool) = sqlx::query_as(
+        "SELECT (SELECT sum(c.capacity - c.remaining) FROM schedule_seat_counters c
+                 WHERE c.schedule_id = s.id),
                 (SELECT count(*) FROM reservations r WHERE r.schedule_id = s.id AND r.status = 'CONFIRMED'),
                 s.sold_out_at IS NOT NULL
          FROM schedules s WHERE s.id = $1",
@@ -70,7 +74,7 @@ async fn two_hundred_buyers_for_fifty_seats_make_fifty_payments_and_one_event(
     .fetch_one(&app.db)
     .await
     .unwrap();
-    assert_eq!(i64::from(confirmed_count), confirmed_reservations);
+    assert_eq!(confirmed_count, confirmed_reservations);
     assert_eq!(confirmed_reservations, SEATS);
     assert!(sold_out);
     assert_eq!(app.outbox_rows(schedule).await, 1);
@@ -87,7 +91,7 @@ async fn the_last_two_seats_paid_at_the_same_moment_yield_exactly_one_event(
     _: PgPoolOptions,
     database: PgConnectOptions,
 ) {
-    const ROUNDS: usize = 50;
+    const ROUNDS: usize = 100;
     let app = TestApp::spawn(database).await;
     let (_, schedules) = app.create_concert(ROUNDS, 2, 100).await;
     let (alice, bob) = (1, 2);
@@ -126,6 +130,141 @@ async fn the_last_two_seats_paid_at_the_same_moment_yield_exactly_one_event(
             .await
             .unwrap();
     assert_eq!(unsold, 0);
+}
+
+/// What a schedule looks like after a race: seats paid, seats paid twice, events, and whether
+/// it is stamped sold out.
+async fn outcome(app: &TestApp, schedule: i64) -> (i64, i64, i64, bool) {
+    let (paid, twice, sold_out): (i64, i64, bool) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM payments p JOIN reservations r ON r.id = p.reservation_id
+                 WHERE r.schedule_id = s.id),
+                (SELECT count(*) FROM (SELECT 1 FROM reservations r
+                                       WHERE r.schedule_id = s.id AND r.status = 'CONFIRMED'
+                                       GROUP BY r.seat_no HAVING count(*) > 1) twice),
+                s.sold_out_at IS NOT NULL
+         FROM schedules s WHERE s.id = $1",
+    )
+    .bind(schedule)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    (paid, twice, app.outbox_rows(schedule).await, sold_out)
+}
+
+/// Holds, then pays, the `(user, seat)` pairs of `buys` in `schedule`, all at once;
+/// returns how many payments said they sold the schedule out.
+async fn pay_at_once(app: &TestApp, schedule: i64, buys: &[(i64, i64)], round: usize) -> usize {
+    let holds = join_all(
+        buys.iter()
+            .map(|&(user, seat)| async move { (user, app.hold_ok(user, schedule, seat).await) }),
+    )
+    .await;
+    let paid = join_all(holds.iter().map(|&(user, reservation)| async move {
+        let response = app
+            .pay(user, reservation, &format!("{round}-{reservation}"))
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json::<Value>().await.unwrap()
+    }))
+    .await;
+    paid.iter()
+        .filter(|receipt| receipt["schedule_sold_out"] == true)
+        .count()
+}
+
+/// A schedule of 128 seats counts them on 64 rows, seats n and n + 64 on the same one. With
+/// seats 65 to 128 paid, every row has one seat left; the 64 last seats, each of a different
+/// row, are then paid at once. Each of those payments empties its row and looks for seats left
+/// anywhere: exactly one of them may find none.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn the_last_seats_of_different_counter_rows_paid_at_once_yield_exactly_one_event(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    const ROUNDS: usize = 8;
+    const SEATS: i64 = 128;
+    const ROWS: i64 = 64;
+    let app = TestApp::spawn(database).await;
+    let (_, schedules) = app.create_concert(ROUNDS, SEATS, 1).await;
+    let rows: Vec<i64> = sqlx::query_scalar(
+        "SELECT count(*) FROM schedule_seat_counters WHERE schedule_id = ANY($1)
+         GROUP BY schedule_id",
+    )
+    .bind(&schedules)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(rows, vec![ROWS; ROUNDS], "the layout this test relies on");
+    for user in 1..=ROWS {
+        app.charge(user, 2 * ROUNDS as i64).await;
+    }
+
+    for (round, &schedule) in schedules.iter().enumerate() {
+        let first: Vec<(i64, i64)> = (1..=ROWS).map(|user| (user, ROWS + user)).collect();
+        assert_eq!(pay_at_once(&app, schedule, &first, round).await, 0);
+        assert_eq!(outcome(&app, schedule).await, (ROWS, 0, 0, false));
+
+        let last: Vec<(i64, i64)> = (1..=ROWS).map(|user| (user, user)).collect();
+        let reported = pay_at_once(&app, schedule, &last, round).await;
+        assert_eq!(
+            reported, 1,
+            "round {round}: exactly one payment reports the sell-out"
+        );
+        assert_eq!(
+            outcome(&app, schedule).await,
+            (SEATS, 0, 1, true),
+            "round {round}: every seat paid once, one event, sold out"
+        );
+    }
+}
+
+/// The rush as benchmarked: 500 buyers for 2,000 seats, in an order that empties the counter
+/// rows at random moments, not all at the end.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn five_hundred_buyers_for_two_thousand_seats_make_one_event(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    const SEATS: i64 = 2_000;
+    const BUYERS: i64 = 500;
+    let app = TestApp::spawn(database).await;
+    let (_, schedules) = app.create_concert(1, SEATS, 1).await;
+    let schedule = schedules[0];
+    for user in 1..=BUYERS {
+        app.charge(user, SEATS).await;
+    }
+    let mut seats: Vec<i64> = (1..=SEATS).collect();
+    seats.shuffle(&mut StdRng::seed_from_u64(14));
+    let seats = std::sync::Mutex::new(seats);
+
+    let buyers = (1..=BUYERS).map(|user| {
+        let (app, seats) = (&app, &seats);
+        async move {
+            let mut reported = 0;
+            loop {
+                let Some(seat) = seats.lock().unwrap().pop() else {
+                    return reported;
+                };
+                let reservation = app.hold_ok(user, schedule, seat).await;
+                let paid = app.pay(user, reservation, &format!("seat-{seat}")).await;
+                assert_eq!(paid.status(), StatusCode::CREATED);
+                let paid: Value = paid.json().await.unwrap();
+                reported += usize::from(paid["schedule_sold_out"] == true);
+            }
+        }
+    });
+    let reported: usize = join_all(buyers).await.into_iter().sum();
+
+    assert_eq!(reported, 1, "exactly one payment reports the sell-out");
+    assert_eq!(outcome(&app, schedule).await, (SEATS, 0, 1, true));
+    let left: i64 = sqlx::query_scalar(
+        "SELECT sum(remaining) FROM schedule_seat_counters WHERE schedule_id = $1",
+    )
+    .bind(schedule)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(left, 0);
 }
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
@@ -181,10 +320,12 @@ async fn a_repeatable_read_default_does_not_fail_the_last_seat_race(
     let first = app.hold_ok(1, schedule, 1).await;
     let last = app.hold_ok(2, schedule, 2).await;
 
-    // A payment of this schedule is in flight, with the schedule's row updated, when the next
-    // payment's transaction begins; it commits while the next one waits for the row.
+    // A payment of this schedule is in flight, with the schedule's row locked (as the payment
+    // that empties a counter row locks it), when the next payment's transaction begins; it
+    // commits while the next one waits for the row. Each of the two seats has a counter row of
+    // its own, so each payment empties one and locks the schedule's row.
     let mut in_flight = app.db.begin().await.unwrap();
-    sqlx::query("UPDATE schedules SET confirmed_count = confirmed_count WHERE id = $1")
+    sqlx::query("SELECT 1 FROM schedules WHERE id = $1 FOR NO KEY UPDATE")
         .bind(schedule)
         .execute(&mut *in_flight)
         .await

@@ -104,8 +104,10 @@ async fn charges_equal_balance_plus_payments_after_a_random_workload(
     .unwrap();
     assert_eq!(mismatched, 0);
     let counters_agree: bool = sqlx::query_scalar(
-        "SELECT bool_and(s.confirmed_count = (SELECT count(*) FROM reservations r
-                                              WHERE r.schedule_id = s.id AND r.status = 'CONFIRMED'))
+        "SELECT bool_and((SELECT sum(c.capacity - c.remaining) FROM schedule_seat_counters c
+                          WHERE c.schedule_id = s.id)
+                         = (SELECT count(*) FROM reservations r
+                            WHERE r.schedule_id = s.id AND r.status = 'CONFIRMED'))
          FROM schedules s",
     )
     .fetch_one(&app.db)

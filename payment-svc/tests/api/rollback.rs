@@ -37,8 +37,11 @@ async fn an_unaffordable_last_seat_rolls_everything_back(
         "a failed payment changes nothing"
     );
     assert_eq!(app.outbox_rows(schedule).await, 0);
-    let (sold_out, confirmed): (bool, i32) = sqlx::query_as(
-        "SELECT sold_out_at IS NOT NULL, confirmed_count FROM schedules WHERE id = $1",
+    let (sold_out, confirmed): (bool, i64) = sqlx::query_as(
+        "SELECT s.sold_out_at IS NOT NULL,
+                (SELECT sum(c.capacity - c.remaining) FROM schedule_seat_counters c
+                 WHERE c.schedule_id = s.id)
+         FROM schedules s WHERE s.id = $1",
     )
     .bind(schedule)
     .fetch_one(&app.db)
