@@ -478,3 +478,44 @@ impl Sink for WebhookSink {
         self.register_once().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(url: Option<&str>, secret: Option<&str>) -> WebhookArgs {
+        WebhookArgs {
+            sold_out_webhook_url: url.map(|url| parse_url(url).unwrap()),
+            sold_out_webhook_secret: secret.map(str::to_owned),
+            sold_out_webhook_timeout_ms: 10_000,
+            sold_out_webhook_from_start: false,
+        }
+    }
+
+    #[test]
+    fn the_webhook_is_off_without_a_url_and_needs_a_secret_with_one() {
+        assert!(args(None, Some("whsec_x")).settings().unwrap().is_none());
+        let missing = args(Some("https://example.com/hook"), None).settings();
+        assert_eq!(
+            missing.unwrap_err().to_string(),
+            "SOLD_OUT_WEBHOOK_SECRET is required when SOLD_OUT_WEBHOOK_URL is set"
+        );
+        let settings = args(
+            Some("https://example.com/hook"),
+            Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        )
+        .settings()
+        .unwrap()
+        .unwrap();
+        assert_eq!(settings.timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn only_http_and_https_urls_are_taken() {
+        assert!(parse_url("http://127.0.0.1:9000/hooks").is_ok());
+        assert!(parse_url("ftp://example.com/")
+            .unwrap_err()
+            .contains("http or https"));
+        assert!(parse_url("not a url").unwrap_err().starts_with("not a URL"));
+    }
+}
