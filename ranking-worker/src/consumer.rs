@@ -79,6 +79,9 @@ pub trait Sink: Send {
 pub struct Step {
     /// Rows read from the log.
     pub read: usize,
+    /// The read filled its batch (which may be larger than `batch_size` while draining): more
+    /// rows are probably waiting, so the loop steps again at once.
+    pub more: bool,
     /// Committed rows exist that may not be read yet: an older transaction still runs.
     pub held_back: bool,
     /// How long the oldest of them has waited, when `held_back`.
@@ -290,7 +293,7 @@ async fn consume<S: Sink>(sink: &mut S, run: &mut ConsumerRun, shutdown: &Cancel
                 .increment(now.duration_since(since).as_secs_f64());
         }
         held_back_since = outcome.held_back.then_some(now);
-        if outcome.read == sink.batch_size() || outcome.position_moved {
+        if outcome.more || outcome.read == sink.batch_size() || outcome.position_moved {
             continue;
         }
         if outcome.held_back {

@@ -38,11 +38,19 @@ pub struct RelaySettings {
 /// consumer catches up): it serves status and lag, not correctness.
 const MIRROR_EVERY: Duration = Duration::from_millis(250);
 
+/// While a backlog is drained (the last read filled its batch), reads and scripts take this many
+/// times `batch_size` events: each costs the worker, Postgres and Redis less per event (see
+/// BENCHMARKS.md), while a consumer keeping up still holds Redis for one `batch_size` script at
+/// most.
+const CATCH_UP_FACTOR: i64 = 5;
+
 /// What one [`Relay::relay_once`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
     /// Rows read from the log.
     pub read: usize,
+    /// The read filled its batch: more rows are probably waiting.
+    pub more: bool,
     /// `ConcertSoldOut` events written to the ranking.
     pub applied: usize,
     /// Events newly recorded as dead letters (undecodable, unknown version).
@@ -63,8 +71,8 @@ pub struct Outcome {
 
 impl Outcome {
     /// Nothing more to read right now.
-    pub fn caught_up(&self, batch_size: usize) -> bool {
-        self.read < batch_size && !self.held_back && !self.position_moved
+    pub fn caught_up(&self) -> bool {
+        !self.more && !self.held_back && !self.position_moved
     }
 }
 
@@ -78,6 +86,9 @@ pub enum RelayError {
     /// Redis is set up in a way that could lose the ranking unnoticed.
     #[error("{0}")]
     UnsafeSink(String),
+    /// A heal needs rows the log no longer holds.
+    #[error("{0}")]
+    LogIncomplete(#[from] crate::retention::SoldOutGone),
 }
 
 pub struct Relay {
@@ -101,9 +112,11 @@ pub struct Relay {
     /// Whether this consumer has dead letters: those applied after all (a newer worker, an old
     /// relay's dead row, a heal re-applying a repaired event) are then resolved.
     dead_letters_recorded: bool,
+    /// Whether the last read filled its batch: the next reads `CATCH_UP_FACTOR` times as many.
+    catching_up: bool,
     /// While draining, the next batch is read while Redis applies this one: the read after the
     /// position this batch ends at, started in the background.
-    prefetched: Option<(LogPosition, JoinHandle<sqlx::Result<log::Batch>>)>,
+    prefetched: Option<(LogPosition, i64, JoinHandle<sqlx::Result<log::Batch>>)>,
 }
 
 impl Relay {
@@ -124,6 +137,7 @@ impl Relay {
             mirrored: (LogPosition::START, Instant::now()),
             attempt: 1,
             dead_letters_recorded: false,
+            catching_up: false,
             prefetched: None,
         })
     }
@@ -183,6 +197,7 @@ impl Relay {
             held_back_for,
         } = self.read(start).await?;
         outcome.read = rows.len();
+        outcome.more = self.catching_up;
         outcome.held_back = held_back_for.is_some();
         outcome.held_back_for = Duration::from_secs_f64(held_back_for.unwrap_or(0.0).max(0.0));
         metrics::gauge!("outbox_head_held_back_seconds").set(held_back_for.unwrap_or(0.0));
@@ -228,7 +243,7 @@ impl Relay {
                     let ids: Vec<Uuid> = events.iter().map(|(row, _)| row.event_id).collect();
                     consumers::resolve_dead_letters(&self.pool, RANKING, &ids).await?;
                 }
-                self.mirror(last, rows.len() < self.batch_size()).await?;
+                self.mirror(last, !outcome.more).await?;
             }
             ApplyResult::PositionMoved(stored) => {
                 tracing::info!(expected = %from, found = %stored, "the ranking's position moved; reading it again");
@@ -260,6 +275,8 @@ impl Relay {
                      missed commits); applying the log from its start. The ranking may hold \
                      entries of events Postgres lost: `replay --rebuild` drops them"
                 );
+                self.refuse_heal_from_incomplete_log(LogPosition::START)
+                    .await?;
                 metrics::counter!("consumer_resyncs_total", "consumer" => RANKING).increment(1);
                 return Ok((stored.unusable(), true));
             }
@@ -269,6 +286,10 @@ impl Relay {
             None => mirror > LogPosition::START || log_has_rows(&self.pool).await?,
         };
         if behind {
+            self.refuse_heal_from_incomplete_log(
+                stored.in_log(log_id).unwrap_or(LogPosition::START),
+            )
+            .await?;
             let why = match &stored {
                 SinkPosition::Missing => "the ranking has no position in Redis (a new ranking, or Redis lost data); applying the log from its start",
                 SinkPosition::Stored(position) if position.log_id == log_id => "the ranking's position in Redis is behind Postgres's mirror (Redis lost data); re-applying from Redis's position",
@@ -287,6 +308,19 @@ impl Relay {
         Ok((stored, behind))
     }
 
+    /// A heal re-applies the log after `from`; if `ConcertSoldOut` rows there were deleted (the
+    /// database's guard removed), it would silently write a smaller board: refused, loudly,
+    /// and retried with the consumer's backoff until the log is whole again.
+    async fn refuse_heal_from_incomplete_log(&self, from: LogPosition) -> Result<(), RelayError> {
+        match crate::retention::sold_out_kept(&self.pool).await? {
+            Err(gone) if from < gone.0.through => {
+                tracing::error!(consumer = RANKING, heal_from = %from, error = %gone, "cannot heal the ranking");
+                Err(gone.into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Moves the mirror to `position` if it is due (or `now`).
     async fn mirror(&mut self, position: LogPosition, now: bool) -> Result<(), RelayError> {
         let (mirrored, at) = self.mirrored;
@@ -303,27 +337,39 @@ impl Relay {
     /// Reading ahead is safe for the same reason reading is: every row it returns is below the
     /// horizon, so no transaction can still add a row before the last one it returns.
     async fn read(&mut self, start: LogPosition) -> Result<log::Batch, RelayError> {
-        let batch = match self.prefetched.take() {
-            Some((from, read)) if from == start => match read.await {
-                Ok(batch) => batch?,
-                Err(_aborted) => {
-                    log::read_after(&self.pool, start, self.settings.batch_size).await?
-                }
+        let (batch, limit) = match self.prefetched.take() {
+            Some((from, limit, read)) if from == start => match read.await {
+                Ok(batch) => (batch?, limit),
+                Err(_aborted) => self.read_now(start).await?,
             },
             other => {
-                if let Some((_, read)) = other {
+                if let Some((_, _, read)) = other {
                     read.abort();
                 }
-                log::read_after(&self.pool, start, self.settings.batch_size).await?
+                self.read_now(start).await?
             }
         };
-        if let (true, Some(last)) = (batch.rows.len() == self.batch_size(), batch.rows.last()) {
-            let (pool, next, limit) =
-                (self.pool.clone(), last.position(), self.settings.batch_size);
+        self.catching_up = batch.rows.len() as i64 == limit;
+        if let (true, Some(last)) = (self.catching_up, batch.rows.last()) {
+            let (pool, next, limit) = (self.pool.clone(), last.position(), self.read_limit());
             let read = tokio::spawn(async move { log::read_after(&pool, next, limit).await });
-            self.prefetched = Some((next, read));
+            self.prefetched = Some((next, limit, read));
         }
         Ok(batch)
+    }
+
+    async fn read_now(&self, start: LogPosition) -> sqlx::Result<(log::Batch, i64)> {
+        let limit = self.read_limit();
+        Ok((log::read_after(&self.pool, start, limit).await?, limit))
+    }
+
+    /// Rows per read: `batch_size` while keeping up, more while draining a backlog.
+    fn read_limit(&self) -> i64 {
+        if self.catching_up {
+            self.settings.batch_size * CATCH_UP_FACTOR
+        } else {
+            self.settings.batch_size
+        }
     }
 }
 
@@ -354,6 +400,7 @@ impl Sink for Relay {
         let outcome = self.relay_once().await?;
         Ok(Step {
             read: outcome.read,
+            more: outcome.more,
             held_back: outcome.held_back,
             held_back_for: outcome.held_back_for,
             position_moved: outcome.position_moved,
@@ -374,7 +421,9 @@ impl From<RelayError> for Pause {
     fn from(error: RelayError) -> Self {
         let cause = match error {
             RelayError::Sink(_) => Cause::SinkUnavailable { retry_after: None },
-            RelayError::Log(_) | RelayError::UnsafeSink(_) => Cause::Other,
+            RelayError::Log(_) | RelayError::UnsafeSink(_) | RelayError::LogIncomplete(_) => {
+                Cause::Other
+            }
         };
         Pause {
             reason: error.to_string(),

@@ -186,7 +186,7 @@ impl Harness {
         loop {
             let outcome = relay.relay_once().await.unwrap();
             add(&mut total, &outcome);
-            if outcome.caught_up(relay.batch_size()) {
+            if outcome.caught_up() {
                 return total;
             }
             assert!(

@@ -8,6 +8,7 @@ use ranking_worker::commands::replay;
 use ranking_worker::consumers::{self as table, HaltKind, RANKING};
 use ranking_worker::leadership::Leadership;
 use ranking_worker::log::{self, LogPosition, ReplayFilter};
+use ranking_worker::relay::RelayError;
 use ranking_worker::retention::{self, SoldOutGone};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -277,6 +278,22 @@ async fn a_sold_out_row_cannot_be_deleted_and_replay_refuses_once_one_is_gone(
         "{replayed}"
     );
     harness.assert_ranking_is(&events).await;
+
+    // Redis loses the ranking: the heal would re-apply a log that lacks a sell-out, so it
+    // refuses, and writes nothing.
+    let _: () = redis::cmd("DEL")
+        .arg(&harness.key)
+        .arg(harness.ranking.keys().position())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut relay = harness.relay(settings());
+    let heal = relay.relay_once().await.unwrap_err();
+    assert!(matches!(heal, RelayError::LogIncomplete(_)), "{heal}");
+    assert!(heal
+        .to_string()
+        .contains("1 ConcertSoldOut rows were deleted"));
+    assert!(harness.scores().await.is_empty());
 }
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
