@@ -4,6 +4,7 @@ mod helpers;
 
 mod auth;
 mod bad_input;
+mod counter_migration;
 mod healthcheck;
 mod heavy_reads;
 mod hold_expiry;
