@@ -16,7 +16,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Some(Command::Migrate(args)) => {
-            shared::telemetry::init(cli.log.log_format);
+            let _log = shared::telemetry::init(cli.log.log_format);
             let pool = shared::db::pool_options(1)
                 .connect(&args.database.database_url)
                 .await
@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
         }
         Some(Command::Serve(args)) => {
-            shared::telemetry::init(cli.log.log_format);
+            let _log = shared::telemetry::init(cli.log.log_format);
             let database = args
                 .database
                 .database_url

@@ -23,7 +23,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
     };
     match command {
         Command::Run(args) => {
-            shared::telemetry::init(cli.log.log_format);
+            let _log = shared::telemetry::init(cli.log.log_format);
             let database = args
                 .database
                 .database_url
