@@ -6,14 +6,15 @@
 //! first four steps are one round trip, the SQL function `booking_confirm_payment`; the event,
 //! once per schedule, is written by `shared::outbox` like every outbox row.
 
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use shared::events::ConcertSoldOut;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::UserId;
 use crate::error::ApiError;
+use crate::idempotency::{self, StoredResponse};
 
 /// What the client is told about its payment.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -27,9 +28,12 @@ pub struct Receipt {
     pub schedule_sold_out: bool,
 }
 
-/// What `booking_confirm_payment` (migrations/20261125190000_hold_and_pay_functions.sql) did.
+/// What `booking_pay` (migrations/20261125192000_payment_response_in_sql.sql) did: the
+/// outcome of `booking_confirm_payment` (migrations/20261125191000_seat_counters.sql), and for
+/// a payment the response it stored under the request's Idempotency-Key.
 #[derive(sqlx::FromRow)]
 struct Confirmation {
+    response_bytes: Option<Vec<u8>>,
     outcome: String,
     amount: Option<i64>,
     balance: Option<i64>,
@@ -41,20 +45,26 @@ struct Confirmation {
     sold_out_at: Option<DateTime<Utc>>,
 }
 
+/// Confirms the payment on `tx`, which holds `request`'s Idempotency-Key (see
+/// [`idempotency::begin`]), and stores the response under that key; the caller commits.
 pub async fn confirm_payment(
     tx: &mut PgConnection,
-    user: UserId,
+    request: &idempotency::Request<'_>,
     reservation_id: Uuid,
-) -> Result<Receipt, ApiError> {
-    // Steps 1 to 4 in one statement: booking_confirm_payment locks the hold and judges it by
-    // the clock after the lock, deducts, inserts the payment and counts the seat, each step
-    // commented where it is. Any outcome but PAID leaves a partial payment on `tx`, which the
-    // caller drops (rolls back) with the error.
+) -> Result<(Receipt, StoredResponse), ApiError> {
+    // Steps 1 to 4 and the stored response in one statement: booking_confirm_payment locks the
+    // hold and judges it by the clock after the lock, deducts, inserts the payment and counts
+    // the seat, each step commented where it is; booking_pay then stores the response. Any
+    // outcome but PAID leaves a partial payment on `tx`, which the caller drops (rolls back)
+    // with the error.
+    let user = request.user;
     let payment_id = Uuid::now_v7();
-    let done: Confirmation = sqlx::query_as("SELECT * FROM booking_confirm_payment($1, $2, $3)")
+    let done: Confirmation = sqlx::query_as("SELECT * FROM booking_pay($1, $2, $3, $4, $5)")
         .bind(user.get())
         .bind(reservation_id)
         .bind(payment_id)
+        .bind(request.endpoint.as_str())
+        .bind(request.key.as_str())
         .fetch_one(&mut *tx)
         .await?;
     let unexpected = || {
@@ -104,11 +114,16 @@ pub async fn confirm_payment(
         shared::outbox::enqueue(tx, &event).await?;
     }
 
-    Ok(Receipt {
+    let receipt = Receipt {
         payment_id,
         reservation_id,
         amount,
         balance,
         schedule_sold_out: done.sold_out_at.is_some(),
-    })
+    };
+    let Some(stored) = done.response_bytes else {
+        return Err(unexpected().into());
+    };
+    let response = StoredResponse::stored_json(StatusCode::CREATED, &receipt, stored)?;
+    Ok((receipt, response))
 }

@@ -17,7 +17,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::ChargePoints => "POST /points/charge",
             Endpoint::Pay => "POST /payments",
@@ -52,6 +52,26 @@ impl StoredResponse {
             body: serde_json::to_vec(value).map_err(anyhow::Error::from)?,
             replayed: false,
         })
+    }
+
+    /// The first response of a request whose transaction stored it itself (a payment's, by
+    /// `booking_pay`): sent only if `stored` is exactly `value` as JSON, as [`Self::json`]
+    /// would store it, so what is sent and what a replay sends cannot differ.
+    pub fn stored_json(
+        status: StatusCode,
+        value: &impl serde::Serialize,
+        stored: Vec<u8>,
+    ) -> Result<Self, ApiError> {
+        let sent = Self::json(status, value)?;
+        if sent.body != stored {
+            return Err(anyhow::anyhow!(
+                "the stored response {:?} is not the one to send, {:?}",
+                String::from_utf8_lossy(&stored),
+                String::from_utf8_lossy(&sent.body)
+            )
+            .into());
+        }
+        Ok(sent)
     }
 }
 
@@ -155,21 +175,40 @@ pub async fn save(
     request: Request<'_>,
     response: &StoredResponse,
 ) -> Result<(), ApiError> {
-    // response_body as well, for instances of the previous version during a rollout (see the
-    // migration that added response_bytes).
-    sqlx::query(
-        "UPDATE idempotency_keys
-         SET response_status = $4, response_bytes = $5,
-             response_body = convert_from($5, 'UTF8')::jsonb
-         WHERE user_id = $1 AND endpoint = $2 AND key = $3",
-    )
-    .bind(request.user.get())
-    .bind(request.endpoint.as_str())
-    .bind(request.key.as_str())
-    .bind(response.status.as_u16() as i16)
-    .bind(&response.body)
-    .execute(&mut *tx)
-    .await?;
+    // idempotency_save (migrations/20261125192000_payment_response_in_sql.sql) is the one
+    // statement that stores a response; booking_pay calls it too.
+    sqlx::query("SELECT idempotency_save($1, $2, $3, $4, $5)")
+        .bind(request.user.get())
+        .bind(request.endpoint.as_str())
+        .bind(request.key.as_str())
+        .bind(response.status.as_u16() as i16)
+        .bind(&response.body)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_stored_by_sql_is_sent_only_if_it_is_the_serialised_value() {
+        let value = serde_json::json!({"b": 1, "a": true});
+        let same = StoredResponse::stored_json(
+            StatusCode::CREATED,
+            &value,
+            br#"{"b":1,"a":true}"#.to_vec(),
+        );
+        assert_eq!(
+            same.map(|r| r.body).ok(),
+            Some(br#"{"b":1,"a":true}"#.to_vec())
+        );
+        // Equal as JSON values is not enough (spaces, key order): a replay must be the same bytes.
+        for stored in [&br#"{"b": 1, "a": true}"#[..], br#"{"a":true,"b":1}"#] {
+            let refused = StoredResponse::stored_json(StatusCode::CREATED, &value, stored.to_vec());
+            assert!(matches!(refused, Err(ApiError::Internal(_))));
+        }
+    }
 }

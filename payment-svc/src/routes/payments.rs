@@ -1,7 +1,6 @@
 //! Paying for a hold, and looking a payment up.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -13,7 +12,7 @@ use crate::auth::Caller;
 use crate::confirm_payment::{confirm_payment, Receipt};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Path};
-use crate::idempotency::{self, Begin, Endpoint, IdempotencyKey, StoredResponse};
+use crate::idempotency::{self, Begin, Endpoint, IdempotencyKey};
 use crate::observability;
 use crate::openapi;
 use crate::startup::AppState;
@@ -62,9 +61,10 @@ pub async fn pay(
         Begin::Fresh(tx) => tx,
     };
     // On error the transaction is dropped, which rolls back the payment and frees the key.
-    let receipt = confirm_payment(&mut tx, caller.user, body.value.reservation_id).await?;
-    let response = StoredResponse::json(StatusCode::CREATED, &receipt)?;
-    idempotency::save(tx, request(), &response).await?;
+    // The response is stored by the same statement that confirms the payment.
+    let (receipt, response) =
+        confirm_payment(&mut tx, &request(), body.value.reservation_id).await?;
+    tx.commit().await?;
 
     observability::payment_confirmed();
     if receipt.schedule_sold_out {
