@@ -2,7 +2,7 @@
 //! nor applies one twice. Counted from Redis (ZCARD, exact scores, the script's own count of
 //! applied events), not from log lines.
 
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
 use rand::Rng;
@@ -10,7 +10,7 @@ use ranking_worker::consumers::RANKING;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
-use crate::helpers::{eventually, settings, Harness};
+use crate::helpers::{eventually, settings, stop_with_sigterm, Harness};
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn a_worker_that_dies_after_applying_is_resumed_where_its_effect_ends(
@@ -121,13 +121,8 @@ async fn twenty_kills_of_the_active_instance_among_four_lose_nothing_and_double_
         harness.applied_events().await as usize >= EVENTS
     })
     .await;
-    for mut worker in workers {
-        assert!(Command::new("kill")
-            .args(["-TERM", &worker.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
-        assert!(worker.wait().unwrap().success(), "SIGTERM exits 0");
+    for worker in workers {
+        stop_with_sigterm(worker);
     }
     harness.assert_ranking_is(&events).await;
     assert_eq!(

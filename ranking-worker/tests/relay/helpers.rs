@@ -278,6 +278,16 @@ pub fn add(total: &mut Outcome, outcome: &Outcome) {
     total.resynced |= outcome.resynced;
 }
 
+/// Stops a worker process as docker stops a container (SIGTERM), asserting it exits 0.
+pub fn stop_with_sigterm(mut worker: Child) {
+    assert!(Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(worker.wait().unwrap().success(), "SIGTERM exits 0");
+}
+
 /// A sold-out event for `schedule_id` with a duration that differs per schedule.
 pub fn event(schedule_id: i64) -> ConcertSoldOut {
     let sale: DateTime<Utc> = Utc.with_ymd_and_hms(2026, 11, 1, 11, 0, 0).unwrap();

@@ -3,7 +3,7 @@
 //! says; it never holds the ranking up; crashes redeliver but never skip; a stale instance
 //! delivers and moves nothing.
 
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{eventually, free_port, get_json, get_text, settings, Harness};
+use crate::helpers::{
+    eventually, free_port, get_json, get_text, settings, stop_with_sigterm, Harness,
+};
 use crate::receiver::{url_on, verify_with_python, Receiver, Reply, SECRETS};
 
 fn webhook(url: &str, from_start: bool) -> WebhookSettings {
@@ -489,13 +491,8 @@ async fn sigkill_during_delivery_may_deliver_an_event_twice_but_never_misses_one
         receiver.delivered().len() == EVENTS
     })
     .await;
-    for mut worker in std::mem::take(&mut workers.0) {
-        assert!(Command::new("kill")
-            .args(["-TERM", &worker.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
-        assert!(worker.wait().unwrap().success(), "SIGTERM exits 0");
+    for worker in std::mem::take(&mut workers.0) {
+        stop_with_sigterm(worker);
     }
     assert_eq!(
         receiver.delivered(),
