@@ -28,13 +28,16 @@ pub struct Receipt {
     pub schedule_sold_out: bool,
 }
 
-/// What `booking_pay` (migrations/20261125192000_payment_response_in_sql.sql) did: the
-/// outcome of `booking_confirm_payment` (migrations/20261125191000_seat_counters.sql), and for
-/// a payment the response it stored under the request's Idempotency-Key.
+/// What `booking_pay_with_key` (migrations/20261125193000_idempotency_claim_in_sql.sql) did:
+/// the claim of the Idempotency-Key (`idempotency_claim`), and if claimed the outcome of
+/// `booking_confirm_payment` (migrations/20261125191000_seat_counters.sql) and the response
+/// `booking_pay` (migrations/20261125192000_payment_response_in_sql.sql) stored.
 #[derive(sqlx::FromRow)]
 struct Confirmation {
+    claim: String,
+    response_status: Option<i16>,
     response_bytes: Option<Vec<u8>>,
-    outcome: String,
+    outcome: Option<String>,
     amount: Option<i64>,
     balance: Option<i64>,
     schedule_id: Option<i64>,
@@ -45,35 +48,52 @@ struct Confirmation {
     sold_out_at: Option<DateTime<Utc>>,
 }
 
-/// Confirms the payment on `tx`, which holds `request`'s Idempotency-Key (see
-/// [`idempotency::begin`]), and stores the response under that key; the caller commits.
+/// A payment request's result: a new payment, or the first response to the same request.
+pub enum PayOutcome {
+    /// Paid on the caller's transaction, with the response stored under the request's key;
+    /// the caller commits, then sends the response.
+    Made(Receipt, StoredResponse),
+    /// The key was used before with the same body: answer with this; the caller rolls back.
+    Replay(StoredResponse),
+}
+
+/// Claims `request`'s Idempotency-Key and confirms the payment on `tx`, storing the response
+/// under the key; or finds the first response to the same request.
 pub async fn confirm_payment(
     tx: &mut PgConnection,
     request: &idempotency::Request<'_>,
     reservation_id: Uuid,
-) -> Result<(Receipt, StoredResponse), ApiError> {
-    // Steps 1 to 4 and the stored response in one statement: booking_confirm_payment locks the
-    // hold and judges it by the clock after the lock, deducts, inserts the payment and counts
-    // the seat, each step commented where it is; booking_pay then stores the response. Any
-    // outcome but PAID leaves a partial payment on `tx`, which the caller drops (rolls back)
-    // with the error.
+) -> Result<PayOutcome, ApiError> {
+    // The claim, steps 1 to 4 and the stored response in one statement: idempotency_claim
+    // claims the key (waiting for a request in flight with it) or reads the first response;
+    // booking_confirm_payment locks the hold and judges it by the clock after the lock,
+    // deducts, inserts the payment and counts the seat, each step commented where it is;
+    // booking_pay stores the response. Any outcome but PAID leaves a partial payment on `tx`,
+    // which the caller drops (rolls back) with the error.
     let user = request.user;
     let payment_id = Uuid::now_v7();
-    let done: Confirmation = sqlx::query_as("SELECT * FROM booking_pay($1, $2, $3, $4, $5)")
-        .bind(user.get())
-        .bind(reservation_id)
-        .bind(payment_id)
-        .bind(request.endpoint.as_str())
-        .bind(request.key.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-    let unexpected = || {
-        anyhow::anyhow!(
-            "booking_confirm_payment said {} without its columns",
-            done.outcome
-        )
-    };
-    match done.outcome.as_str() {
+    let done: Confirmation =
+        sqlx::query_as("SELECT * FROM booking_pay_with_key($1, $2, $3, $4, $5, $6)")
+            .bind(user.get())
+            .bind(reservation_id)
+            .bind(payment_id)
+            .bind(request.endpoint.as_str())
+            .bind(request.key.as_str())
+            .bind(request.hash.as_bytes())
+            .fetch_one(&mut *tx)
+            .await?;
+    match idempotency::claimed(
+        &done.claim,
+        done.response_status,
+        done.response_bytes.clone(),
+    )? {
+        idempotency::Claim::Replay(saved) => return Ok(PayOutcome::Replay(saved)),
+        idempotency::Claim::Claimed => {}
+    }
+    let outcome = done.outcome.clone().unwrap_or_default();
+    let unexpected =
+        || anyhow::anyhow!("booking_confirm_payment said {outcome:?} without its columns");
+    match outcome.as_str() {
         "PAID" => {}
         "NOT_FOUND" => return Err(ApiError::NotFound("reservation")),
         "NOT_HELD" => return Err(ApiError::ReservationNotHeld),
@@ -125,5 +145,5 @@ pub async fn confirm_payment(
         return Err(unexpected().into());
     };
     let response = StoredResponse::stored_json(StatusCode::CREATED, &receipt, stored)?;
-    Ok((receipt, response))
+    Ok(PayOutcome::Made(receipt, response))
 }

@@ -2,7 +2,8 @@
 //! response, another body is refused, and never does one key cause two effects.
 //!
 //! The protocol: [`begin`] opens the transaction that will carry the request's effect and
-//! inserts the key into it. The primary key makes a concurrent duplicate's insert wait until the
+//! inserts the key into it (a payment claims it in the statement that pays, see
+//! `confirm_payment`). The primary key makes a concurrent duplicate's insert wait until the
 //! first transaction ends; if it committed, the duplicate finds the saved response and replays
 //! it; if it rolled back (the request failed), the duplicate proceeds as the first. [`save`]
 //! stores the response in the same transaction as the effect, so a key is visible exactly when
@@ -14,4 +15,6 @@ mod key;
 mod store;
 
 pub use key::IdempotencyKey;
-pub use store::{begin, save, Begin, Endpoint, Request, RequestHash, StoredResponse};
+pub use store::{
+    begin, claimed, save, Begin, Claim, Endpoint, Request, RequestHash, StoredResponse,
+};

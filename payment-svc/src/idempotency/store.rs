@@ -33,6 +33,10 @@ impl RequestHash {
     pub fn of(body: &[u8]) -> Self {
         Self(Sha256::digest(body).into())
     }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// A money endpoint's response as sent, and as stored for replays: a status and the body's
@@ -111,61 +115,60 @@ pub struct Request<'a> {
 
 /// Claims `key` for this request, or finds the response of the request that claimed it.
 ///
-/// While another request holds the key the insert waits; the pool's `lock_timeout` bounds that
+/// While another request holds the key the claim waits; the pool's `lock_timeout` bounds that
 /// wait, after which the client gets 409 `IDEMPOTENCY_KEY_IN_USE` and may retry.
 pub async fn begin(pool: &PgPool, request: Request<'_>) -> Result<Begin, ApiError> {
     let mut tx = crate::db::begin(pool).await?;
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (user_id, endpoint, key, request_hash)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(request.user.get())
-    .bind(request.endpoint.as_str())
-    .bind(request.key.as_str())
-    .bind(&request.hash.0[..])
-    .execute(&mut *tx)
-    .await
-    .map_err(
-        |error| match error.as_database_error().and_then(|db| db.code()) {
-            // The wait for the first request outlasted lock_timeout (or statement_timeout).
-            Some(code) if code == "55P03" || code == "57014" => ApiError::IdempotencyKeyInUse,
-            _ => error.into(),
-        },
-    )?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(Begin::Fresh(tx));
+    // One statement: idempotency_claim (migrations/20261125193000_idempotency_claim_in_sql.sql)
+    // claims the key or reads the first request's response.
+    let (outcome, status, body): (String, Option<i16>, Option<Vec<u8>>) =
+        sqlx::query_as("SELECT * FROM idempotency_claim($1, $2, $3, $4)")
+            .bind(request.user.get())
+            .bind(request.endpoint.as_str())
+            .bind(request.key.as_str())
+            .bind(&request.hash.0[..])
+            .fetch_one(&mut *tx)
+            .await?;
+    match claimed(&outcome, status, body)? {
+        Claim::Claimed => Ok(Begin::Fresh(tx)),
+        Claim::Replay(saved) => {
+            tx.rollback().await?;
+            Ok(Begin::Replay(saved))
+        }
     }
+}
 
-    // Committed by an earlier request: READ COMMITTED shows it to this statement. Keys saved
-    // before response_bytes existed are replayed from their jsonb value.
-    let (hash, status, body): (Vec<u8>, Option<i16>, Option<Vec<u8>>) = sqlx::query_as(
-        "SELECT request_hash, response_status,
-                COALESCE(response_bytes, convert_to(response_body::text, 'UTF8'))
-         FROM idempotency_keys WHERE user_id = $1 AND endpoint = $2 AND key = $3",
-    )
-    .bind(request.user.get())
-    .bind(request.endpoint.as_str())
-    .bind(request.key.as_str())
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.rollback().await?;
-    if hash != request.hash.0 {
-        return Err(ApiError::IdempotencyKeyReused);
-    }
-    match (
-        status.and_then(|s| StatusCode::from_u16(s as u16).ok()),
-        body,
-    ) {
-        (Some(status), Some(body)) => Ok(Begin::Replay(StoredResponse {
-            status,
+/// What `idempotency_claim` said: the key is this request's, or the first response to replay.
+pub enum Claim {
+    Claimed,
+    Replay(StoredResponse),
+}
+
+/// Reads `idempotency_claim`'s outcome and, for a replay, its response columns. A key reused
+/// with another body, or still held by the first request, is the client's error.
+pub fn claimed(
+    outcome: &str,
+    status: Option<i16>,
+    body: Option<Vec<u8>>,
+) -> Result<Claim, ApiError> {
+    match outcome {
+        "CLAIMED" => Ok(Claim::Claimed),
+        "REUSED" => Err(ApiError::IdempotencyKeyReused),
+        "IN_USE" => Err(ApiError::IdempotencyKeyInUse),
+        "REPLAY" => match (
+            status.and_then(|s| StatusCode::from_u16(s as u16).ok()),
             body,
-            replayed: true,
-        })),
-        // save() writes both in the transaction that created the row, so a committed row
-        // always has them; a row without them is a bug, not a client error.
-        _ => Err(anyhow::anyhow!("idempotency key committed without a response").into()),
+        ) {
+            (Some(status), Some(body)) => Ok(Claim::Replay(StoredResponse {
+                status,
+                body,
+                replayed: true,
+            })),
+            // The response is stored in the transaction that created the row, so a committed
+            // row always has one; a row without it is a bug, not a client error.
+            _ => Err(anyhow::anyhow!("idempotency key committed without a response").into()),
+        },
+        other => Err(anyhow::anyhow!("idempotency_claim said {other}").into()),
     }
 }
 

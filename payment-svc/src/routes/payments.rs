@@ -9,10 +9,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::confirm_payment::{confirm_payment, Receipt};
+use crate::confirm_payment::{confirm_payment, PayOutcome, Receipt};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Path};
-use crate::idempotency::{self, Begin, Endpoint, IdempotencyKey};
+use crate::idempotency::{self, Endpoint, IdempotencyKey};
 use crate::observability;
 use crate::openapi;
 use crate::startup::AppState;
@@ -56,14 +56,17 @@ pub async fn pay(
         key: &key,
         hash: &body.hash,
     };
-    let mut tx = match idempotency::begin(&state.pool, request()).await? {
-        Begin::Replay(saved) => return Ok(saved.into_response()),
-        Begin::Fresh(tx) => tx,
-    };
+    let mut tx = crate::db::begin(&state.pool).await?;
     // On error the transaction is dropped, which rolls back the payment and frees the key.
-    // The response is stored by the same statement that confirms the payment.
+    // The key is claimed, and the response stored, by the same statement that pays.
     let (receipt, response) =
-        confirm_payment(&mut tx, &request(), body.value.reservation_id).await?;
+        match confirm_payment(&mut tx, &request(), body.value.reservation_id).await? {
+            PayOutcome::Made(receipt, response) => (receipt, response),
+            PayOutcome::Replay(saved) => {
+                tx.rollback().await?;
+                return Ok(saved.into_response());
+            }
+        };
     tx.commit().await?;
 
     observability::payment_confirmed();

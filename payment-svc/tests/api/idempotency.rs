@@ -207,3 +207,56 @@ async fn a_failed_first_attempt_leaves_its_key_free_for_a_retry(
     assert!(retry.headers().get("idempotent-replayed").is_none());
     assert_eq!(app.balance(1).await, 300);
 }
+
+/// A payment claims its key in the statement that pays, and the two waits in it end apart:
+/// waiting past lock_timeout for its key (the first request still in flight) is 409
+/// IDEMPOTENCY_KEY_IN_USE, waiting as long for its hold (a competing payment of it in flight)
+/// is 503 UNAVAILABLE, not a 409 about a key no one else holds.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_payment_stuck_on_its_key_is_409_and_one_stuck_on_its_hold_503(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let mut settings = settings();
+    settings.lock_timeout = std::time::Duration::from_millis(200);
+    let app = TestApp::spawn_with(database, settings).await;
+    let (_, schedules) = app.create_concert(1, 1, 700).await;
+    app.charge(1, 1_000).await;
+    let reservation = app.hold_ok(1, schedules[0], 1).await;
+    let before = app.fingerprint().await;
+
+    let mut first_attempt = app.db.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO idempotency_keys (user_id, endpoint, key, request_hash)
+         VALUES (1, 'POST /payments', 'busy', '\\x00')",
+    )
+    .execute(&mut *first_attempt)
+    .await
+    .unwrap();
+    assert_problem(
+        app.pay(1, reservation, "busy").await,
+        StatusCode::CONFLICT,
+        "IDEMPOTENCY_KEY_IN_USE",
+    )
+    .await;
+    first_attempt.rollback().await.unwrap();
+
+    let mut competing = app.db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM reservations WHERE id = $1 FOR UPDATE")
+        .bind(reservation)
+        .execute(&mut *competing)
+        .await
+        .unwrap();
+    assert_problem(
+        app.pay(1, reservation, "free").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+    )
+    .await;
+    competing.rollback().await.unwrap();
+
+    assert_eq!(app.fingerprint().await, before, "neither changed anything");
+    let paid = app.pay(1, reservation, "free").await;
+    assert_eq!(paid.status(), StatusCode::CREATED);
+    assert_eq!(app.balance(1).await, 300);
+}
