@@ -560,3 +560,41 @@ async fn a_stale_instance_delivers_nothing_and_cannot_move_the_position_back(
         "each once, in log order"
     );
 }
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_401_or_a_timeout_pauses_and_dead_letters_nothing(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let receiver = Receiver::start().await;
+    let events = harness.enqueue(1).await;
+    let sink = WebhookSink::new(
+        harness.pool.clone(),
+        WebhookSettings {
+            timeout: Duration::from_millis(300),
+            ..webhook(&receiver.url, true)
+        },
+        settings(),
+    )
+    .unwrap();
+    let (_, mut lock) = sink_holding_the_lock(&harness, &receiver.url, "webhook-a").await;
+    let mut sink = sink;
+
+    receiver.queue(Reply::status(401));
+    let pause = step_reading(&mut sink, &mut lock).await.unwrap_err();
+    assert_eq!(pause.cause, Cause::Misconfigured);
+    assert!(pause.reason.contains("401"), "{}", pause.reason);
+
+    // Slower than SOLD_OUT_WEBHOOK_TIMEOUT_MS: the receiver counts as unavailable.
+    receiver.set_delay(Duration::from_millis(600));
+    let pause = step_reading(&mut sink, &mut lock).await.unwrap_err();
+    assert_eq!(pause.cause, Cause::SinkUnavailable { retry_after: None });
+    assert!(pause.reason.contains("timed out"), "{}", pause.reason);
+
+    assert_eq!(position(&harness).await, LogPosition::START);
+    assert!(webhook_letters(&harness).await.is_empty());
+    receiver.set_delay(Duration::ZERO);
+    step_reading(&mut sink, &mut lock).await.unwrap();
+    assert_eq!(receiver.delivered(), ids(&events));
+}
