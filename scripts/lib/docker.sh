@@ -177,13 +177,14 @@ ensure_service_images() {
 }
 
 ensure_service_image() {
-  local image=$1 dir=$2 hash label
+  local image=$1 dir=$2 hash label old=
   hash=$(cat "$dir"/* | sha256sum | cut -c1-16)
   if has_image "$image"; then
     label=$(docker image inspect -f '{{index .Config.Labels "booking.standin"}}' "$image")
     # A real image (no label), or a stand-in of these very files.
     [[ $label == "$hash" || -z $label || $label == "<no value>" ]] && return 0
     step "the stand-in $image is out of date; rebuilding it"
+    old=$(docker image inspect -f '{{.Id}}' "$image")
   elif try_pull "$image"; then
     return 0
   else
@@ -201,4 +202,6 @@ ensure_service_image() {
   docker_build --network host -t "$image" --label "booking.standin=$hash" "$context" \
     >"$context.log" 2>&1 || { tail -n 30 "$context.log" >&2; die "building the stand-in $image failed"; }
   rm -rf "$context" "$context.log"
+  # The previous stand-in, now untagged (kept if a container still uses it).
+  [[ -z $old ]] || docker image rm "$old" >/dev/null 2>&1 || true
 }
