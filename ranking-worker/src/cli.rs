@@ -111,6 +111,12 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub retry_max_ms: u64,
 
+    /// Most clients of the live stream (GET /rankings/sold-out/stream) served at once; more
+    /// are answered 503.
+    #[arg(long, env = "STREAM_MAX_CLIENTS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub stream_max_clients: u32,
+
     /// The sold-out webhook consumer (off unless SOLD_OUT_WEBHOOK_URL is set).
     #[command(flatten)]
     pub webhook: crate::webhook::WebhookArgs,

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -23,6 +24,7 @@ use crate::health::ConsumerHealth;
 use crate::log;
 use crate::openapi;
 use crate::ranking::Ranking;
+use crate::stream::{self, Feed, Refused};
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -32,6 +34,8 @@ pub struct HttpState {
     pub metrics: PrometheusHandle,
     /// The consumers this instance runs (active or standing by).
     pub consumers: Vec<ConsumerHealth>,
+    /// The live board's feed: its clients subscribe to it.
+    pub feed: Feed,
 }
 
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,7 +45,9 @@ const MAX_OFFSET: i64 = 100_000;
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
+        .route("/", get(board))
         .route("/rankings/sold-out", get(sold_out_ranking))
+        .route("/rankings/sold-out/stream", get(sold_out_stream))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/consumers", get(consumers_health))
@@ -75,6 +81,17 @@ pub struct Page {
 
 fn malformed(detail: impl Into<String>) -> Response {
     Problem::new(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST", detail).into_response()
+}
+
+/// 503: Redis does not answer; the cause is logged, never shown.
+fn ranking_unavailable(error: &redis::RedisError) -> Response {
+    tracing::warn!(%error, "cannot read the ranking");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+        "the ranking store is unreachable",
+    )
+    .into_response()
 }
 
 /// The sell-out ranking, fastest first. Straight from Redis on every request: no cache can show a
@@ -118,17 +135,72 @@ pub async fn sold_out_ranking(
         Ok(entries) => {
             Json(json!({ "key": state.ranking.key(), "entries": entries })).into_response()
         }
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the ranking");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
-                "the ranking store is unreachable",
-            )
-            .into_response()
-        }
+        Err(error) => ranking_unavailable(&error),
     }
 }
+
+/// The ranking as it changes, as Server-Sent Events: `snapshot` (the top 20, as
+/// `/rankings/sold-out` shows it) on connect, then an `entry` each time a schedule enters the
+/// ranking, with its rank then. Each event's `id` is a place in the log: a browser that
+/// reconnects sends it as `Last-Event-ID` and gets the entries it missed (or a fresh snapshot
+/// when they are too many or gone). A comment line every 15 s keeps the connection alive; a
+/// client that falls far behind is disconnected, to resume the same way.
+#[utoipa::path(
+    get,
+    path = "/rankings/sold-out/stream",
+    tag = "ranking",
+    params(("Last-Event-ID" = Option<String>, Header, description = "The `id` of the last event received (`{tx_id}-{seq}`): resume after it")),
+    responses(
+        (status = 200, description = "The event stream (`event: snapshot`, data as `RankingPage`; then `event: entry`, data as `RankingEntry`)", content_type = "text/event-stream", body = String),
+        openapi::StreamErrors,
+    )
+)]
+pub async fn sold_out_stream(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok());
+    let mut redis = state.redis.clone();
+    match state.feed.subscribe(&mut redis, last_event_id).await {
+        Ok(events) => (
+            // Tells a buffering proxy (nginx) to pass each event on at once.
+            [("x-accel-buffering", "no")],
+            Sse::new(events).keep_alive(KeepAlive::new().interval(stream::HEARTBEAT)),
+        )
+            .into_response(),
+        Err(Refused::Full(max)) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            format!("this instance already serves its maximum of {max} live clients (STREAM_MAX_CLIENTS)"),
+        )
+        .into_response(),
+        Err(Refused::Unavailable(error)) => ranking_unavailable(&error),
+    }
+}
+
+/// The live board: one self-contained page (no external resource) that shows the ranking and
+/// follows `/rankings/sold-out/stream`.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "ranking",
+    responses((status = 200, description = "The live board, an HTML page", content_type = "text/html", body = String))
+)]
+pub async fn board() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Everything it needs is inline; it may connect back to this origin only.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'",
+            ),
+        ],
+        BOARD_PAGE,
+    )
+}
+
+/// The page, compiled in.
+const BOARD_PAGE: &str = include_str!("page.html");
 
 /// Liveness: 200 while the process runs.
 #[utoipa::path(

@@ -14,6 +14,7 @@ pub mod ranking;
 pub mod redis_conn;
 pub mod relay;
 pub mod retention;
+pub mod stream;
 pub mod wakeup;
 pub mod webhook;
 pub mod worker;

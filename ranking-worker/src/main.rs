@@ -37,6 +37,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 poll_interval: args.poll_interval(),
                 max_connections: args.database.database_max_connections,
                 webhook: args.webhook.settings()?,
+                stream_max_clients: args.stream_max_clients as usize,
             };
             let worker = Worker::build(settings, database).await?;
             let shutdown = CancellationToken::new();

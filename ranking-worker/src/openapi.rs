@@ -27,6 +27,8 @@ use crate::http;
     ),
     paths(
         http::sold_out_ranking,
+        http::sold_out_stream,
+        http::board,
         http::healthz,
         http::readyz,
         http::consumers_health,
@@ -218,6 +220,19 @@ pub enum RankingErrors {
     #[response(status = 400, content_type = "application/problem+json")]
     Malformed(Problem),
     /// `UNAVAILABLE`: Redis does not answer. Retry after `Retry-After` seconds.
+    #[response(
+        status = 503,
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))
+    )]
+    Unavailable(Problem),
+}
+
+/// What opening the live stream can go wrong with.
+#[derive(IntoResponses)]
+pub enum StreamErrors {
+    /// `UNAVAILABLE`: Redis does not answer, or this instance already serves
+    /// `STREAM_MAX_CLIENTS` live clients. Retry after `Retry-After` seconds.
     #[response(
         status = 503,
         content_type = "application/problem+json",

@@ -9,7 +9,10 @@
 //!   script as the effect it covers: what makes redelivery harmless and fences a stale worker;
 //! - `{K}:applied_events`: how many events the apply script has applied, for auditing;
 //! - `{K}:rebuild:{id}`, `{K}:rebuild:{id}:details`, `{K}:rebuild:{id}:started`: a rebuild in
-//!   progress.
+//!   progress;
+//! - `{K}:feed`: the feed of new entries, a capped Redis Stream written by the apply script, one
+//!   entry per schedule entering the ranking, its ID the event's log position (`{tx_id}-{seq}`).
+//!   Every instance's live board reads it (`stream.rs`), active or standing by.
 //!
 //! The helper keys carry `K` in braces, so Redis Cluster puts them in `K`'s slot and one script
 //! may touch them all.
@@ -29,6 +32,9 @@ pub struct RankingKeys {
     details: String,
     position: String,
     applied_events: String,
+    /// The feed of new entries: one per ranking, so a rebuild's keys share the live one (a
+    /// rebuild restores, it never announces).
+    feed: String,
 }
 
 impl RankingKeys {
@@ -44,6 +50,7 @@ impl RankingKeys {
             details: format!("{{{name}}}:details"),
             position: format!("{{{name}}}:position"),
             applied_events: format!("{{{name}}}:applied_events"),
+            feed: format!("{{{name}}}:feed"),
         })
     }
 
@@ -57,6 +64,7 @@ impl RankingKeys {
             details: format!("{{{name}}}:rebuild:{id}:details"),
             position: format!("{{{name}}}:rebuild:{id}:started"),
             applied_events: format!("{{{name}}}:rebuild:{id}:applied_events"),
+            feed: self.feed.clone(),
         }
     }
 
@@ -76,6 +84,10 @@ impl RankingKeys {
 
     pub fn applied_events(&self) -> &str {
         &self.applied_events
+    }
+
+    pub fn feed(&self) -> &str {
+        &self.feed
     }
 }
 
@@ -201,10 +213,11 @@ fn writes(event: &ConcertSoldOut) -> (String, String, String) {
 }
 
 /// The apply script's arguments for a batch, laid out as Redis takes them so the script passes
-/// them on without building tables: (score, member) per event, then (member, details) per event.
-fn apply_args(events: &[&ConcertSoldOut]) -> Vec<String> {
-    let writes: Vec<_> = events.iter().map(|event| writes(event)).collect();
-    let mut args = Vec::with_capacity(events.len() * 4);
+/// them on without building tables: (score, member) per event, then (member, details) per event,
+/// then each event's feed ID (its log position), in log order.
+fn apply_args(events: &[(LogPosition, &ConcertSoldOut)]) -> Vec<String> {
+    let writes: Vec<_> = events.iter().map(|(_, event)| writes(event)).collect();
+    let mut args = Vec::with_capacity(events.len() * 5);
     for (member, score, _) in &writes {
         args.push(score.clone());
         args.push(member.clone());
@@ -213,6 +226,11 @@ fn apply_args(events: &[&ConcertSoldOut]) -> Vec<String> {
         args.push(member);
         args.push(details);
     }
+    args.extend(
+        events
+            .iter()
+            .map(|(position, _)| FeedId::from(*position).to_string()),
+    );
     args
 }
 
@@ -242,32 +260,81 @@ if count and not tonumber(count) then
 end
 "#;
 
-/// Writes the events in ARGV[first..] (laid out by `apply_args`): absolute writes, so writing
-/// an event again changes nothing. Batched commands, in chunks that stay within Lua's stack
-/// (chunks of 1000 arguments keep (score, member) and (member, details) pairs together).
+/// Writes the `count` events in ARGV[first..] (laid out by `apply_args`): absolute writes, so
+/// writing an event again changes nothing. Batched commands, in chunks that stay within Lua's
+/// stack (chunks of 1000 arguments keep (score, member) and (member, details) pairs together).
 const WRITE_EVENTS: &str = r#"
-local function write_events(first)
-  local count = (#ARGV - first + 1) / 4
+local function write_events(first, count)
   local scores_end = first + 2 * count - 1
+  local details_end = first + 4 * count - 1
   for i = first, scores_end, 1000 do
     redis.call('ZADD', KEYS[1], unpack(ARGV, i, math.min(i + 999, scores_end)))
   end
-  for i = scores_end + 1, #ARGV, 1000 do
-    redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  for i = scores_end + 1, details_end, 1000 do
+    redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 999, details_end)))
   end
   return count
 end
 "#;
 
-/// The consumer's step: if the stored position is ARGV[1] (compare-and-set), writes the batch
-/// and moves the position to ARGV[2], last. Returns {1} when applied, {0, stored} when the
-/// position was not the expected one (another instance moved it, or Redis lost it).
+/// The feed's helpers. Stream IDs (`ms-seq`, decimal, no leading zeros) are compared as numbers
+/// written out, longer first: Lua's numbers are doubles and would round a large `tx_id`.
+const FEED: &str = r#"
+local function greater(x, y)
+  if #x ~= #y then return #x > #y end
+  return x > y
+end
+local function id_after(a, b)
+  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
+  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
+  if a_ms ~= b_ms then return greater(a_ms, b_ms) end
+  return greater(a_seq, b_seq)
+end
+-- The feed's last ID ever added, and the last one trimmed away ('0-0' for none).
+local function feed_ids(feed)
+  local last, trimmed = '0-0', '0-0'
+  if redis.call('EXISTS', feed) == 0 then return last, trimmed end
+  local info = redis.call('XINFO', 'STREAM', feed)
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+    if info[i] == 'max-deleted-entry-id' then trimmed = info[i + 1] end
+  end
+  return last, trimmed
+end
+"#;
+
+/// The consumer's step: if the stored position is ARGV[1] (compare-and-set), writes the ARGV[4]
+/// events of the batch and moves the position to ARGV[2], last. Returns {1} when applied,
+/// {0, stored} when the position was not the expected one (another instance moved it, or Redis
+/// lost it).
+///
+/// Then announces each event on the feed (KEYS[5], capped near ARGV[3] entries) under its log
+/// position, with its rank after the batch, if that position is after the feed's last ID: a
+/// heal or a resync that applies old events again (positions the feed has had) adds nothing, so
+/// the script stays idempotent and a reader never sees an old entry as new. Log positions only
+/// grow, so a new event's always is after.
 const APPLY: &str = r#"
 local stored = redis.call('GET', KEYS[3]) or ''
 if stored ~= ARGV[1] then return {0, stored} end
-local count = write_events(3)
+local feed_type = redis.call('TYPE', KEYS[5]).ok
+if feed_type ~= 'none' and feed_type ~= 'stream' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[5] .. ' holds a ' .. feed_type .. ', expected a stream')
+end
+local count = write_events(5, tonumber(ARGV[4]))
 if count > 0 then redis.call('INCRBY', KEYS[4], count) end
 redis.call('SET', KEYS[3], ARGV[2])
+local last = feed_ids(KEYS[5])
+local ids = 5 + 4 * count
+for i = 0, count - 1 do
+  local id = ARGV[ids + i]
+  if id_after(id, last) then
+    local score, member = ARGV[5 + 2 * i], ARGV[6 + 2 * i]
+    local rank = redis.call('ZRANK', KEYS[1], member) + 1
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], id,
+      'member', member, 'rank', rank, 'score', score, 'details', ARGV[6 + 2 * count + 2 * i])
+    last = id
+  end
+end
 return {1, ''}
 "#;
 
@@ -308,18 +375,140 @@ redis.call('SET', KEYS[3], ARGV[2])
 return redis.call('ZCARD', KEYS[1])
 "#;
 
-/// A page of the ranking with its details, read in one atomic step.
-const READ: &str = r#"
-local stop = tonumber(ARGV[1]) + tonumber(ARGV[2]) - 1
-local entries = redis.call('ZRANGE', KEYS[1], ARGV[1], stop, 'WITHSCORES')
-local result = {}
-for i = 1, #entries, 2 do
-  result[#result + 1] = entries[i]
-  result[#result + 1] = entries[i + 1]
-  result[#result + 1] = redis.call('HGET', KEYS[2], entries[i]) or ''
+/// A page of the ranking with its details, flat: (member, score, details) per entry.
+const READ_PAGE: &str = r#"
+local function read_page(offset, limit)
+  local stop = tonumber(offset) + tonumber(limit) - 1
+  local entries = redis.call('ZRANGE', KEYS[1], offset, stop, 'WITHSCORES')
+  local result = {}
+  for i = 1, #entries, 2 do
+    result[#result + 1] = entries[i]
+    result[#result + 1] = entries[i + 1]
+    result[#result + 1] = redis.call('HGET', KEYS[2], entries[i]) or ''
+  end
+  return result
 end
-return result
 "#;
+
+/// A page of the ranking with its details, read in one atomic step.
+const READ: &str = "return read_page(ARGV[1], ARGV[2])";
+
+/// The top ARGV[1] entries and the feed's (KEYS[3]) last ID, in one atomic step: every entry
+/// after that ID is one the page does not show yet.
+const SNAPSHOT: &str = r#"
+local page = read_page(0, ARGV[1])
+table.insert(page, 1, (feed_ids(KEYS[3])))
+return page
+"#;
+
+/// The feed's (KEYS[1]) last ID.
+const FEED_LAST: &str = "return (feed_ids(KEYS[1]))";
+
+/// The feed's entries after ARGV[1], at most ARGV[2] of them: {1, entries} ({id, fields} each),
+/// or {0, {}} when they cannot all be given (more than that, some trimmed away, or the feed is
+/// behind ARGV[1]: Redis lost it); the reader then needs a snapshot.
+const FEED_AFTER: &str = r#"
+local last, trimmed = feed_ids(KEYS[1])
+if id_after(ARGV[1], last) or id_after(trimmed, ARGV[1]) then return {0, {}} end
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]) + 1)
+if #entries > tonumber(ARGV[2]) then return {0, {}} end
+return {1, entries}
+"#;
+
+/// About how many entries the feed keeps (`XADD … MAXLEN ~`): a reader that missed more gets a
+/// snapshot instead.
+pub const FEED_MAX_LEN: u64 = 1_000;
+
+fn unexpected_reply(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, what))
+}
+
+/// A page read flat, (member, score, details) per entry, as entries ranked from `offset + 1`.
+fn entries(flat: &[String], offset: u64) -> Vec<Entry> {
+    flat.chunks_exact(3)
+        .zip(offset + 1..)
+        .map(|(row, rank)| Entry::new(rank, &row[0], &row[1], &row[2]))
+        .collect()
+}
+
+/// An entry's ID on the feed: the log position of the event that made it (`{tx_id}-{seq}`), a
+/// Redis Stream ID and the SSE `id:` a browser resumes from. Ordered as the log is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FeedId {
+    ms: u64,
+    seq: u64,
+}
+
+impl FeedId {
+    /// Before every entry: what a snapshot of an empty feed is at.
+    pub const START: FeedId = FeedId { ms: 0, seq: 0 };
+}
+
+impl From<LogPosition> for FeedId {
+    fn from(position: LogPosition) -> Self {
+        // Positions are never negative (transaction ids and a sequence).
+        Self {
+            ms: position.tx_id.max(0) as u64,
+            seq: position.seq.max(0) as u64,
+        }
+    }
+}
+
+impl std::fmt::Display for FeedId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl std::str::FromStr for FeedId {
+    type Err = String;
+
+    /// Only the form this worker writes: `digits-digits`, as Redis would compare it.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let parse = || {
+            let (ms, seq) = text.split_once('-')?;
+            let digits = |part: &str| {
+                (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| part.parse().ok())
+                    .flatten()
+            };
+            Some(Self {
+                ms: digits(ms)?,
+                seq: digits(seq)?,
+            })
+        };
+        parse().ok_or_else(|| format!("not a feed ID (digits-digits): {text:?}"))
+    }
+}
+
+/// One entry of the feed: a schedule that entered the ranking, with its rank when it did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Announcement {
+    pub id: FeedId,
+    pub entry: Entry,
+}
+
+impl Announcement {
+    /// From a stream entry's ID and fields as the apply script writes them; `None` for an entry
+    /// written otherwise.
+    pub fn parse(id: &str, fields: &[String]) -> Option<Self> {
+        let field = |name: &str| {
+            fields
+                .chunks_exact(2)
+                .find(|pair| pair[0] == name)
+                .map(|pair| pair[1].as_str())
+        };
+        Some(Self {
+            id: id.parse().ok()?,
+            entry: Entry::new(
+                field("rank")?.parse().ok()?,
+                field("member")?,
+                field("score")?,
+                field("details").unwrap_or_default(),
+            ),
+        })
+    }
+}
 
 /// What the swap script did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,6 +543,24 @@ pub struct Entry {
     pub sold_out_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+impl Entry {
+    /// From what Redis holds: the member, its score and its details (JSON; empty or unreadable
+    /// when missing, then shown as nulls).
+    fn new(rank: u64, member: &str, score: &str, details: &str) -> Self {
+        let details: Option<Details> = serde_json::from_str(details).ok();
+        Entry {
+            rank,
+            member: member.to_owned(),
+            concert_id: details.as_ref().map(|d| d.concert_id),
+            schedule_id: details.as_ref().map(|d| d.schedule_id),
+            concert_title: details.as_ref().map(|d| d.concert_title.clone()),
+            sold_out_seconds: score.parse().unwrap_or(f64::NAN),
+            sale_started_at: details.as_ref().map(|d| d.sale_started_at),
+            sold_out_at: details.as_ref().map(|d| d.sold_out_at),
+        }
+    }
+}
+
 /// The ranking: its keys and compiled scripts.
 #[derive(Clone)]
 pub struct Ranking {
@@ -362,17 +569,24 @@ pub struct Ranking {
     restore: std::sync::Arc<Script>,
     swap: std::sync::Arc<Script>,
     read: std::sync::Arc<Script>,
+    snapshot: std::sync::Arc<Script>,
+    feed_after: std::sync::Arc<Script>,
+    feed_last: std::sync::Arc<Script>,
 }
 
 impl Ranking {
     pub fn new(keys: RankingKeys) -> Self {
-        let writer = |body: &str| Script::new(&format!("{CHECK_TYPES}{WRITE_EVENTS}{body}")).into();
+        let writer =
+            |body: &str| Script::new(&format!("{CHECK_TYPES}{WRITE_EVENTS}{FEED}{body}")).into();
         Self {
             keys,
             apply: writer(APPLY),
             restore: writer(RESTORE),
             swap: writer(SWAP),
-            read: Script::new(READ).into(),
+            read: Script::new(&format!("{READ_PAGE}{READ}")).into(),
+            snapshot: Script::new(&format!("{FEED}{READ_PAGE}{SNAPSHOT}")).into(),
+            feed_after: Script::new(&format!("{FEED}{FEED_AFTER}")).into(),
+            feed_last: Script::new(&format!("{FEED}{FEED_LAST}")).into(),
         }
     }
 
@@ -396,20 +610,26 @@ impl Ranking {
         Ok(SinkPosition::from_reply(reply))
     }
 
-    /// Applies a batch and moves the position from `from` to `to` in one atomic step, if the
-    /// position still is `from`. One round trip, whatever the batch's size.
+    /// Applies a batch (each event with its log position, in log order) and moves the position
+    /// from `from` to `to` in one atomic step, if the position still is `from`; announces the
+    /// events the feed has not had. One round trip, whatever the batch's size.
     pub async fn apply(
         &self,
         redis: &mut ConnectionManager,
         from: &SinkPosition,
         to: StoredPosition,
-        events: &[&ConcertSoldOut],
+        events: &[(LogPosition, &ConcertSoldOut)],
     ) -> redis::RedisResult<ApplyResult> {
         let mut invocation = self.apply.prepare_invoke();
         for key in self.keys.all() {
             invocation.key(key);
         }
-        invocation.arg(from.expected()).arg(to.encode());
+        invocation.key(&self.keys.feed);
+        invocation
+            .arg(from.expected())
+            .arg(to.encode())
+            .arg(FEED_MAX_LEN)
+            .arg(events.len());
         for arg in apply_args(events) {
             invocation.arg(arg);
         }
@@ -529,23 +749,65 @@ impl Ranking {
             .arg(limit)
             .invoke_async(redis)
             .await?;
-        Ok(flat
-            .chunks_exact(3)
-            .zip(offset + 1..)
-            .map(|(row, rank)| {
-                let details: Option<Details> = serde_json::from_str(&row[2]).ok();
-                Entry {
-                    rank,
-                    member: row[0].clone(),
-                    concert_id: details.as_ref().map(|d| d.concert_id),
-                    schedule_id: details.as_ref().map(|d| d.schedule_id),
-                    concert_title: details.as_ref().map(|d| d.concert_title.clone()),
-                    sold_out_seconds: row[1].parse().unwrap_or(f64::NAN),
-                    sale_started_at: details.as_ref().map(|d| d.sale_started_at),
-                    sold_out_at: details.as_ref().map(|d| d.sold_out_at),
-                }
-            })
-            .collect())
+        Ok(entries(&flat, offset))
+    }
+
+    /// The top `limit` entries and the feed's last ID, read together: the feed's entries after
+    /// that ID are exactly those the snapshot does not hold.
+    pub async fn snapshot(
+        &self,
+        redis: &mut ConnectionManager,
+        limit: u64,
+    ) -> redis::RedisResult<(FeedId, Vec<Entry>)> {
+        let flat: Vec<String> = self
+            .snapshot
+            .key(&self.keys.ranking)
+            .key(&self.keys.details)
+            .key(&self.keys.feed)
+            .arg(limit)
+            .invoke_async(redis)
+            .await?;
+        let Some((last, page)) = flat.split_first() else {
+            return Err(unexpected_reply("the snapshot script returned nothing"));
+        };
+        let last = last
+            .parse()
+            .map_err(|_| unexpected_reply("the feed's last ID is not a stream ID"))?;
+        Ok((last, entries(page, 0)))
+    }
+
+    /// The feed's last ID: every entry to come is after it.
+    pub async fn feed_last(&self, redis: &mut ConnectionManager) -> redis::RedisResult<FeedId> {
+        let last: String = self
+            .feed_last
+            .key(&self.keys.feed)
+            .invoke_async(redis)
+            .await?;
+        last.parse()
+            .map_err(|_| unexpected_reply("the feed's last ID is not a stream ID"))
+    }
+
+    /// The feed's entries after `after`, at most `limit`, oldest first; `None` when they cannot
+    /// all be given (more than `limit`, some trimmed away, or the feed lost them).
+    pub async fn feed_after(
+        &self,
+        redis: &mut ConnectionManager,
+        after: FeedId,
+        limit: u64,
+    ) -> redis::RedisResult<Option<Vec<Announcement>>> {
+        let (complete, entries): (i64, Vec<(String, Vec<String>)>) = self
+            .feed_after
+            .key(&self.keys.feed)
+            .arg(after.to_string())
+            .arg(limit)
+            .invoke_async(redis)
+            .await?;
+        Ok((complete == 1).then(|| {
+            entries
+                .into_iter()
+                .filter_map(|(id, fields)| Announcement::parse(&id, &fields))
+                .collect()
+        }))
     }
 
     /// How many schedules are ranked.
@@ -571,6 +833,20 @@ mod tests {
             keys.rebuild(id).ranking,
             format!("{{concert:schedule:ranking}}:rebuild:{id}")
         );
+    }
+
+    #[test]
+    fn feed_ids_are_log_positions_ordered_as_the_log() {
+        let keys = RankingKeys::parse("concert:schedule:ranking").unwrap();
+        assert_eq!(keys.feed(), "{concert:schedule:ranking}:feed");
+        let id = FeedId::from(LogPosition { tx_id: 812, seq: 4 });
+        assert_eq!(id.to_string(), "812-4");
+        assert_eq!("812-4".parse::<FeedId>(), Ok(id));
+        assert!("9-9".parse::<FeedId>().unwrap() < "10-0".parse().unwrap());
+        assert!("812-4".parse::<FeedId>().unwrap() < "812-10".parse().unwrap());
+        for bad in ["", "812", "812-", "-4", "+1-2", "1-2-3", "a-1", " 1-2"] {
+            assert!(bad.parse::<FeedId>().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -221,7 +221,10 @@ impl Relay {
             log_id,
             position: last,
         };
-        let batch: Vec<&ConcertSoldOut> = events.iter().map(|(_, event)| event).collect();
+        let batch: Vec<(LogPosition, &ConcertSoldOut)> = events
+            .iter()
+            .map(|(row, event)| (row.position(), event))
+            .collect();
         match self
             .ranking
             .apply(&mut self.redis, &from, to, &batch)

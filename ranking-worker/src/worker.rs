@@ -19,6 +19,7 @@ use crate::http::{self, HttpState};
 use crate::leadership::Leadership;
 use crate::ranking::{Ranking, RankingKeys};
 use crate::relay::{Relay, RelaySettings};
+use crate::stream::Feed;
 use crate::webhook::{WebhookSettings, WebhookSink};
 
 /// Pooled connections the worker needs at least: one for the consumer's reads and writes, one
@@ -35,6 +36,8 @@ pub struct WorkerSettings {
     pub max_connections: u32,
     /// The sold-out webhook, when `SOLD_OUT_WEBHOOK_URL` is set.
     pub webhook: Option<WebhookSettings>,
+    /// Most clients of the live stream at once (`STREAM_MAX_CLIENTS`).
+    pub stream_max_clients: usize,
 }
 
 /// Connections of the webhook consumer's own pool (reads, dead letters), beside the worker's
@@ -49,6 +52,8 @@ pub struct Worker {
     consumers: Vec<Registered>,
     /// Where the wake-up listener connects (its own connection, outside the pool).
     database: PgConnectOptions,
+    /// The live board's feed, whose reader runs beside the consumers.
+    feed: Feed,
 }
 
 /// A consumer ready to run: its loop, and what the HTTP API and the wake-up listener share
@@ -134,9 +139,15 @@ impl Worker {
             consumers.push(registrar.register(sink, own));
         }
 
+        let feed = Feed::new(
+            ranking.clone(),
+            &settings.redis_url,
+            settings.stream_max_clients,
+        );
         let state = HttpState {
             pool,
             redis,
+            feed: feed.clone(),
             ranking,
             metrics: shared::metrics::prometheus_handle(),
             consumers: consumers.iter().map(|c| c.health.clone()).collect(),
@@ -147,6 +158,7 @@ impl Worker {
             router: http::router(state),
             consumers,
             database,
+            feed,
         })
     }
 
@@ -171,6 +183,7 @@ impl Worker {
         for consumer in self.consumers {
             tasks.spawn((consumer.run)(shutdown.clone()));
         }
+        tasks.spawn(self.feed.run(shutdown.clone()));
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let served = server.await;

@@ -409,7 +409,9 @@ async fn steps(env: &Env, events: i64) -> anyhow::Result<Steps> {
             .map(LogRow::decode_sold_out)
             .collect::<Result<_, _>>()
             .map_err(anyhow::Error::msg)?;
-        let batch: Vec<&ConcertSoldOut> = decoded.iter().collect();
+        // Each event with its log position: the apply script announces it on the feed.
+        let batch: Vec<(LogPosition, &ConcertSoldOut)> =
+            rows.iter().map(LogRow::position).zip(&decoded).collect();
         steps.decode += at.elapsed();
         let to = StoredPosition {
             log_id,

@@ -90,21 +90,38 @@ impl Harness {
         shutdown: &CancellationToken,
         webhook: Option<WebhookSettings>,
     ) -> String {
-        let worker = Worker::build(
-            WorkerSettings {
-                http_addr: "127.0.0.1:0".parse().unwrap(),
-                redis_url: self.redis_url.clone(),
-                ranking_keys: RankingKeys::parse(&self.key).unwrap(),
-                relay: settings(),
-                poll_interval,
-                // The smallest pool allowed: the consumer must not starve with it.
-                max_connections: ranking_worker::worker::MIN_POOL_CONNECTIONS,
-                webhook,
-            },
-            self.database.clone(),
-        )
-        .await
-        .unwrap();
+        let settings = WorkerSettings {
+            webhook,
+            ..self.worker_settings(poll_interval)
+        };
+        self.start_worker_from(settings, shutdown).await
+    }
+
+    /// The settings [`Self::start_worker`] uses, for a test to change one.
+    pub fn worker_settings(&self, poll_interval: Duration) -> WorkerSettings {
+        WorkerSettings {
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            redis_url: self.redis_url.clone(),
+            ranking_keys: RankingKeys::parse(&self.key).unwrap(),
+            relay: settings(),
+            poll_interval,
+            // The smallest pool allowed: the consumer must not starve with it.
+            max_connections: ranking_worker::worker::MIN_POOL_CONNECTIONS,
+            webhook: None,
+            stream_max_clients: 1_000,
+        }
+    }
+
+    /// Starts a worker with `settings` on the test's database; it runs until `shutdown` is
+    /// cancelled. Returns its base URL.
+    pub async fn start_worker_from(
+        &self,
+        settings: WorkerSettings,
+        shutdown: &CancellationToken,
+    ) -> String {
+        let worker = Worker::build(settings, self.database.clone())
+            .await
+            .unwrap();
         let base = format!("http://127.0.0.1:{}", worker.port());
         tokio::spawn(worker.run_until_stopped(shutdown.clone()));
         base

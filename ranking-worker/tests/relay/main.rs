@@ -11,6 +11,7 @@ mod operations;
 mod receiver;
 mod replay;
 mod retention;
+mod stream;
 mod upgrade;
 mod webhook;
 mod workers;

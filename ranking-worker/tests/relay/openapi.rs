@@ -12,8 +12,10 @@ use tokio_util::sync::CancellationToken;
 use crate::helpers::{eventually, get_json, Harness};
 
 /// The router's routes, as (method, path template).
-const ROUTES: [(&str, &str); 6] = [
+const ROUTES: [(&str, &str); 8] = [
+    ("get", "/"),
     ("get", "/rankings/sold-out"),
+    ("get", "/rankings/sold-out/stream"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/consumers"),

@@ -1,0 +1,306 @@
+//! The live board's push stream (SPEC §6 `GET /rankings/sold-out/stream`): Server-Sent Events,
+//! the top on connect, then each schedule entering the ranking, resumable with `Last-Event-ID`.
+//!
+//! Every instance learns of new entries from the ranking's feed in Redis (`{K}:feed`, written by
+//! the apply script, see `ranking.rs`), never from its own consumer, so a standby's clients see
+//! what the active instance applies. One reader per process follows the feed (`XREAD BLOCK` on a
+//! connection of its own) and fans each entry out to the clients through a `broadcast` channel:
+//! a client costs a receiver, not a Redis connection. A client too slow to keep up lags behind
+//! the channel's ring and is dropped; its browser reconnects with `Last-Event-ID` and gets what
+//! it missed from the feed (or a fresh snapshot), so memory per client stays bounded.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::sse::Event;
+use futures::{Stream, StreamExt};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde_json::json;
+use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::ranking::{Announcement, Entry, FeedId, Ranking};
+
+/// Entries in the snapshot a client gets on connect.
+pub const SNAPSHOT_SIZE: u64 = 20;
+/// The most missed entries a resuming client is sent; one that missed more gets a snapshot.
+const RESUME_MAX: u64 = 200;
+/// Entries the fan-out holds for the slowest client; one further behind is dropped.
+const FAN_OUT_CAPACITY: usize = 256;
+/// How long one `XREAD` waits for an entry; its connection's response timeout is longer.
+const BLOCK: Duration = Duration::from_secs(5);
+/// A comment line this often keeps proxies from closing an idle stream and lets the server
+/// notice a client that is gone.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+/// The browser's wait before reconnecting (the SSE `retry:` field).
+const RECONNECT_AFTER: Duration = Duration::from_secs(2);
+/// Pauses of the reader after a Redis failure: doubling from the first up to the last.
+const RETRY_BASE: Duration = Duration::from_millis(250);
+const RETRY_CAP: Duration = Duration::from_secs(5);
+
+/// One feed entry, rendered once for every client.
+#[derive(Debug)]
+struct Rendered {
+    id: FeedId,
+    json: String,
+}
+
+impl Rendered {
+    fn new(announcement: &Announcement) -> Self {
+        Self {
+            id: announcement.id,
+            // Serialising a struct of plain fields cannot fail.
+            json: serde_json::to_string(&announcement.entry).unwrap_or_default(),
+        }
+    }
+
+    fn event(&self) -> Event {
+        Event::default()
+            .event("entry")
+            .id(self.id.to_string())
+            .data(&self.json)
+    }
+}
+
+/// Why a client is not served.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("this instance already serves its maximum of {0} live clients")]
+    Full(usize),
+    #[error("redis: {0}")]
+    Unavailable(#[from] redis::RedisError),
+}
+
+/// The process's side of the feed: the reader's settings, the fan-out and the cap on clients.
+#[derive(Clone)]
+pub struct Feed {
+    ranking: Ranking,
+    /// Where the reader connects: a connection of its own, since `XREAD BLOCK` holds it.
+    redis_url: String,
+    /// The fan-out; its ring is the only buffer of entries shared by the clients.
+    sender: broadcast::Sender<Arc<Rendered>>,
+    /// One permit per client (`STREAM_MAX_CLIENTS`).
+    clients: Arc<Semaphore>,
+    max_clients: usize,
+    /// Cancelled when the reader stops (shutdown): every client's stream ends, so the HTTP
+    /// server's graceful shutdown is not held open by them.
+    closed: CancellationToken,
+}
+
+impl Feed {
+    pub fn new(ranking: Ranking, redis_url: &str, max_clients: usize) -> Self {
+        Self {
+            ranking,
+            redis_url: redis_url.to_owned(),
+            sender: broadcast::channel(FAN_OUT_CAPACITY).0,
+            clients: Arc::new(Semaphore::new(max_clients)),
+            max_clients,
+            closed: CancellationToken::new(),
+        }
+    }
+
+    /// The reader: follows the feed from its end and hands each new entry to the clients, until
+    /// `shutdown`. A Redis failure pauses it, then it goes on from the last entry it handed on,
+    /// so clients miss nothing a short outage held back.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let _close_clients = self.closed.clone().drop_guard();
+        let redis = match self.connect() {
+            Ok(redis) => redis,
+            Err(error) => {
+                tracing::error!(%error, "the live board's feed reader cannot start");
+                return;
+            }
+        };
+        let mut reader = Reader {
+            redis,
+            cursor: None,
+            failures: 0,
+        };
+        loop {
+            let read = tokio::select! {
+                () = shutdown.cancelled() => return,
+                read = reader.read(&self.ranking) => read,
+            };
+            match read {
+                Ok(entries) => {
+                    if reader.failures > 0 {
+                        tracing::info!("the live board's feed reader is reading again");
+                        reader.failures = 0;
+                    }
+                    for entry in entries {
+                        // No receiver (no client) is not an error.
+                        let _ = self.sender.send(Arc::new(entry));
+                    }
+                }
+                Err(error) => {
+                    reader.failures += 1;
+                    if reader.failures == 1 {
+                        tracing::warn!(%error, "the live board's feed reader cannot read the feed; retrying");
+                    }
+                    metrics::counter!("stream_feed_read_failures_total").increment(1);
+                    let pause = crate::relay::backoff(reader.failures, RETRY_BASE, RETRY_CAP);
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn connect(&self) -> anyhow::Result<ConnectionManager> {
+        let client = redis::Client::open(self.redis_url.as_str())
+            .map_err(|error| anyhow::anyhow!("REDIS_URL: {error}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(BLOCK + Duration::from_secs(3)))
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        Ok(ConnectionManager::new_lazy_with_config(client, config)?)
+    }
+
+    /// A client's events: a snapshot of the top (or, resuming after `last_event_id`, the entries
+    /// it missed), then each new entry, until it falls too far behind, the process stops or
+    /// the client goes. `redis` is the API's shared connection: only the first read uses it.
+    pub async fn subscribe(
+        &self,
+        redis: &mut ConnectionManager,
+        last_event_id: Option<&str>,
+    ) -> Result<impl Stream<Item = Result<Event, Infallible>> + Send + 'static, Refused> {
+        let client = Client::admit(&self.clients).ok_or(Refused::Full(self.max_clients))?;
+        // Subscribed before Redis is read: an entry added meanwhile is in the read or on the
+        // channel (or both; the cursor skips it the second time).
+        let live = self.sender.subscribe();
+        let resume = last_event_id.and_then(|id| id.trim().parse::<FeedId>().ok());
+        let missed = match resume {
+            Some(after) => self
+                .ranking
+                .feed_after(redis, after, RESUME_MAX)
+                .await?
+                .map(|missed| (after, missed)),
+            None => None,
+        };
+        let (first, cursor) = match missed {
+            Some((after, missed)) => {
+                let cursor = missed.last().map_or(after, |entry| entry.id);
+                let events: Vec<Event> = missed
+                    .iter()
+                    .map(|entry| Rendered::new(entry).event())
+                    .collect();
+                (events, cursor)
+            }
+            None => {
+                let (at, entries) = self.ranking.snapshot(redis, SNAPSHOT_SIZE).await?;
+                (vec![snapshot_event(self.ranking.key(), at, &entries)], at)
+            }
+        };
+        let reconnect = Event::default().retry(RECONNECT_AFTER);
+        let first = futures::stream::iter(
+            std::iter::once(reconnect)
+                .chain(first)
+                .map(Ok::<_, Infallible>),
+        );
+        let live = futures::stream::unfold(
+            (live, cursor, client),
+            |(mut live, cursor, client)| async move {
+                loop {
+                    match live.recv().await {
+                        Ok(entry) if entry.id > cursor => {
+                            let event = entry.event();
+                            return Some((Ok(event), (live, entry.id, client)));
+                        }
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            metrics::counter!("stream_clients_dropped_total", "reason" => "lagged")
+                                .increment(1);
+                            tracing::info!(
+                                missed,
+                                "a live board client fell behind; closing its stream (it resumes from its last entry)"
+                            );
+                            return None;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            },
+        );
+        Ok(first
+            .chain(live)
+            .take_until(self.closed.clone().cancelled_owned()))
+    }
+}
+
+/// `event: snapshot`: the top as the read API shows it, with the feed's ID it was read at.
+fn snapshot_event(key: &str, at: FeedId, entries: &[Entry]) -> Event {
+    Event::default()
+        .event("snapshot")
+        .id(at.to_string())
+        .data(json!({ "key": key, "entries": entries }).to_string())
+}
+
+/// The feed reader's state.
+struct Reader {
+    /// Its own connection: `XREAD BLOCK` holds a connection while it waits.
+    redis: ConnectionManager,
+    /// The last entry handed on; `None` until the feed's end is read.
+    cursor: Option<FeedId>,
+    /// Consecutive failed reads.
+    failures: u32,
+}
+
+/// `XREAD`'s reply: per stream, its entries (ID, fields).
+type XreadReply = Option<Vec<(String, Vec<(String, Vec<String>)>)>>;
+
+impl Reader {
+    /// The entries after the cursor, waiting up to `BLOCK` for one.
+    async fn read(&mut self, ranking: &Ranking) -> redis::RedisResult<Vec<Rendered>> {
+        let cursor = match self.cursor {
+            Some(cursor) => cursor,
+            None => *self
+                .cursor
+                .insert(ranking.feed_last(&mut self.redis).await?),
+        };
+        let reply: XreadReply = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(FAN_OUT_CAPACITY / 2)
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(ranking.keys().feed())
+            .arg(cursor.to_string())
+            .query_async(&mut self.redis)
+            .await?;
+        let mut rendered = Vec::new();
+        for (id, fields) in reply.into_iter().flatten().flat_map(|(_, entries)| entries) {
+            let Ok(feed_id) = id.parse::<FeedId>() else {
+                continue;
+            };
+            self.cursor = Some(feed_id);
+            match Announcement::parse(&id, &fields) {
+                Some(announcement) => rendered.push(Rendered::new(&announcement)),
+                None => tracing::warn!(%id, "a feed entry the worker did not write; skipped"),
+            }
+        }
+        Ok(rendered)
+    }
+}
+
+/// A client holding one of the permits, counted on `stream_clients` while it is connected.
+struct Client {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Client {
+    fn admit(clients: &Arc<Semaphore>) -> Option<Self> {
+        let permit = clients.clone().try_acquire_owned().ok()?;
+        metrics::gauge!("stream_clients").increment(1);
+        Some(Self { _permit: permit })
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        metrics::gauge!("stream_clients").decrement(1);
+    }
+}

@@ -1,0 +1,331 @@
+//! The live board: its push stream (GET /rankings/sold-out/stream) on every instance, standbys
+//! too, resumable without missing or repeating an entry, capped; and its page (GET /).
+
+use std::time::Duration;
+
+use ranking_worker::commands::replay;
+use ranking_worker::log::ReplayFilter;
+use ranking_worker::ranking::FeedId;
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::helpers::{eventually, get_json, Harness};
+
+/// One Server-Sent Event.
+#[derive(Debug)]
+struct SseEvent {
+    event: String,
+    id: Option<String>,
+    data: Value,
+}
+
+/// A client of the stream, reading its events as a browser would.
+struct SseClient {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseClient {
+    async fn connect(base: &str, last_event_id: Option<&str>) -> Self {
+        let mut request = reqwest::Client::new().get(format!("{base}/rankings/sold-out/stream"));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Self {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event with data (comments and `retry:` alone are skipped), within 10 s.
+    async fn next(&mut self) -> SseEvent {
+        tokio::time::timeout(Duration::from_secs(10), self.read())
+            .await
+            .expect("an event within 10 s")
+    }
+
+    async fn read(&mut self) -> SseEvent {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut event, mut id, mut data) = ("message".to_owned(), None, None);
+                for line in block.lines() {
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    match field {
+                        "event" => event = value.to_owned(),
+                        "id" => id = Some(value.to_owned()),
+                        "data" => data = Some(serde_json::from_str(value).unwrap()),
+                        _ => {}
+                    }
+                }
+                if let Some(data) = data {
+                    return SseEvent { event, id, data };
+                }
+            }
+            let chunk = self
+                .response
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream ended");
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The next event, which must be an `entry`.
+    async fn entry(&mut self) -> SseEvent {
+        let event = self.next().await;
+        assert_eq!(event.event, "entry", "{event:?}");
+        event
+    }
+}
+
+/// A harness and a worker on it, which stops when the guard is dropped.
+async fn started(database: PgConnectOptions) -> (Harness, String, DropGuard) {
+    let harness = Harness::new(database).await;
+    let shutdown = CancellationToken::new();
+    let base = harness
+        .start_worker(Duration::from_millis(50), &shutdown)
+        .await;
+    (harness, base, shutdown.drop_guard())
+}
+
+fn members(events: &[shared::events::ConcertSoldOut]) -> Vec<String> {
+    events.iter().map(ranking_worker::ranking::member).collect()
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_standby_instances_clients_see_what_the_active_one_applies(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let (first_stop, second_stop) = (CancellationToken::new(), CancellationToken::new());
+    let _guards = (
+        first_stop.clone().drop_guard(),
+        second_stop.clone().drop_guard(),
+    );
+    let client = reqwest::Client::new();
+    let role = async |base: &str| -> Value {
+        get_json(&client, &format!("{base}/consumers")).await["consumers"][0]["role"].clone()
+    };
+    let active = harness
+        .start_worker(Duration::from_millis(50), &first_stop)
+        .await;
+    eventually(Duration::from_secs(10), async || {
+        role(&active).await == "active"
+    })
+    .await;
+    let standby = harness
+        .start_worker(Duration::from_millis(50), &second_stop)
+        .await;
+    eventually(Duration::from_secs(10), async || {
+        role(&standby).await == "standby"
+    })
+    .await;
+
+    let mut stream = SseClient::connect(&standby, None).await;
+    let snapshot = stream.next().await;
+    assert_eq!(snapshot.event, "snapshot");
+    assert_eq!(snapshot.data["entries"], serde_json::json!([]));
+    assert_eq!(snapshot.data["key"], harness.key.as_str());
+
+    let events = harness.enqueue(3).await;
+    let mut seen = Vec::new();
+    let mut last_id = snapshot.id.clone().unwrap();
+    for _ in 0..3 {
+        let entry = stream.entry().await;
+        let id = entry.id.clone().unwrap();
+        assert!(
+            id.parse::<FeedId>().unwrap() > last_id.parse::<FeedId>().unwrap(),
+            "ids grow: {last_id} then {id}"
+        );
+        last_id = id;
+        seen.push(entry.data);
+    }
+    assert_eq!(
+        seen.iter()
+            .map(|entry| entry["member"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>(),
+        members(&events),
+        "in log order"
+    );
+    for (entry, event) in seen.iter().zip(&events) {
+        assert_eq!(entry["concert_title"], event.concert_title.as_str());
+        assert_eq!(entry["sold_out_seconds"], event.sold_out_seconds());
+        assert!(entry["rank"].as_u64().unwrap() >= 1);
+        assert!(entry["sold_out_at"].is_string());
+    }
+    // The rank it entered at, after its batch: the three are ranked 1..=3 between them.
+    let mut ranks: Vec<u64> = seen.iter().map(|e| e["rank"].as_u64().unwrap()).collect();
+    ranks.sort();
+    assert_eq!(ranks, [1, 2, 3]);
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_client_resuming_with_last_event_id_gets_exactly_what_it_missed(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let (harness, base, _stop) = started(database).await;
+
+    let mut stream = SseClient::connect(&base, None).await;
+    assert_eq!(stream.next().await.event, "snapshot");
+    harness.enqueue(2).await;
+    stream.entry().await;
+    let last_seen = stream.entry().await.id.unwrap();
+    drop(stream);
+
+    let missed = harness.enqueue(3).await;
+    eventually(Duration::from_secs(10), async || {
+        harness.applied_events().await == 5
+    })
+    .await;
+    let mut resumed = SseClient::connect(&base, Some(&last_seen)).await;
+    for event in members(&missed) {
+        assert_eq!(resumed.entry().await.data["member"], event.as_str());
+    }
+    // Nothing twice: the next event is the next new entry.
+    let next = harness.enqueue(1).await;
+    assert_eq!(
+        resumed.entry().await.data["member"],
+        members(&next)[0].as_str()
+    );
+
+    // An ID the feed cannot resume from (unknown to it, or not an ID) gets a fresh snapshot.
+    for id in ["99999999999-0", "garbage"] {
+        let mut fresh = SseClient::connect(&base, Some(id)).await;
+        let snapshot = fresh.next().await;
+        assert_eq!(snapshot.event, "snapshot", "{id}");
+        assert_eq!(snapshot.data["entries"].as_array().unwrap().len(), 6);
+    }
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_heal_a_replay_and_a_rebuild_announce_nothing(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let (harness, base, _stop) = started(database).await;
+    harness.enqueue(5).await;
+    eventually(Duration::from_secs(10), async || {
+        harness.applied_events().await == 5
+    })
+    .await;
+    let mut stream = SseClient::connect(&base, None).await;
+    let snapshot = stream.next().await;
+    assert_eq!(snapshot.data["entries"].as_array().unwrap().len(), 5);
+    let mut redis = harness.redis.clone();
+    let feed_length = async |redis: &mut redis::aio::ConnectionManager| -> u64 {
+        redis::cmd("XLEN")
+            .arg(harness.ranking.keys().feed())
+            .query_async(redis)
+            .await
+            .unwrap()
+    };
+    assert_eq!(feed_length(&mut redis).await, 5);
+
+    // Redis loses the position (and the board): the worker heals by applying the log again.
+    redis::cmd("DEL")
+        .arg(harness.ranking.keys().position())
+        .arg(&harness.key)
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), async || {
+        harness.applied_events().await == 10
+    })
+    .await;
+    replay::replay(
+        &harness.pool,
+        &mut redis,
+        &harness.ranking,
+        &ReplayFilter::default(),
+        false,
+    )
+    .await
+    .unwrap();
+    replay::rebuild(&harness.pool, &mut redis, &harness.ranking)
+        .await
+        .unwrap();
+    assert_eq!(feed_length(&mut redis).await, 5, "nothing added again");
+
+    // The next event the client gets is the next new entry, not an old one again.
+    let next = harness.enqueue(1).await;
+    assert_eq!(
+        stream.entry().await.data["member"],
+        members(&next)[0].as_str()
+    );
+    assert_eq!(feed_length(&mut redis).await, 6);
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn clients_beyond_stream_max_clients_are_answered_503(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let settings = ranking_worker::worker::WorkerSettings {
+        stream_max_clients: 1,
+        ..harness.worker_settings(Duration::from_millis(50))
+    };
+    let base = harness.start_worker_from(settings, &shutdown).await;
+    let mut first = SseClient::connect(&base, None).await;
+    assert_eq!(first.next().await.event, "snapshot");
+
+    let url = format!("{base}/rankings/sold-out/stream");
+    let client = reqwest::Client::new();
+    let refused = client.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert!(refused.headers().contains_key("retry-after"));
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["code"], "UNAVAILABLE");
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("STREAM_MAX_CLIENTS"));
+
+    // A client that leaves frees its place (noticed at the latest by the next heartbeat).
+    drop(first);
+    eventually(Duration::from_secs(20), async || {
+        client.get(&url).send().await.unwrap().status() == StatusCode::OK
+    })
+    .await;
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn the_board_is_one_self_contained_html_page(_: PgPoolOptions, database: PgConnectOptions) {
+    let (_harness, base, _stop) = started(database).await;
+    let response = reqwest::get(format!("{base}/")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
+    let page = response.text().await.unwrap();
+    assert!(page.starts_with("<!doctype html>"), "{page}");
+    assert!(page.contains("rankings/sold-out/stream"));
+    assert!(page.contains("EventSource"));
+    for external in [
+        "http://",
+        "https://",
+        "src=\"//",
+        "href=\"//",
+        "url(//",
+        "@import",
+    ] {
+        assert!(!page.contains(external), "the page refers to {external}");
+    }
+}
