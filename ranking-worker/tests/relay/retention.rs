@@ -609,3 +609,39 @@ async fn the_commands_refuse_bad_input_in_one_line_and_change_nothing(
     );
     assert!(status.contains("log               1 events"), "{status}");
 }
+
+/// What the consumers rely on holds for every session: the log cannot be truncated, and no row
+/// can carry a time the consumers cannot compute with.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn the_log_refuses_truncation_and_unusable_times(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let pool = &harness.pool;
+    harness.enqueue(2).await;
+
+    let truncated = sqlx::query("TRUNCATE outbox CASCADE")
+        .execute(pool)
+        .await
+        .unwrap_err();
+    assert!(
+        truncated.to_string().contains("never truncated"),
+        "{truncated}"
+    );
+    for time in ["infinity", "-infinity", "12000-01-01"] {
+        let refused = sqlx::query(
+            "INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, payload, created_at)
+             VALUES (gen_random_uuid(), 'SomethingElse', 1, 1, '{}', $1::timestamptz)",
+        )
+        .bind(time)
+        .execute(pool)
+        .await
+        .unwrap_err();
+        assert!(
+            refused.to_string().contains("outbox_created_at_finite"),
+            "{time}: {refused}"
+        );
+    }
+    assert_eq!(event_ids(pool).await.len(), 2);
+}
