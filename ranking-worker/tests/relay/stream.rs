@@ -329,3 +329,21 @@ async fn the_board_is_one_self_contained_html_page(_: PgPoolOptions, database: P
         assert!(!page.contains(external), "the page refers to {external}");
     }
 }
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn open_streams_end_when_the_worker_stops(_: PgPoolOptions, database: PgConnectOptions) {
+    let harness = Harness::new(database).await;
+    let shutdown = CancellationToken::new();
+    let base = harness
+        .start_worker(Duration::from_millis(50), &shutdown)
+        .await;
+    let mut stream = SseClient::connect(&base, None).await;
+    assert_eq!(stream.next().await.event, "snapshot");
+    shutdown.cancel();
+    // The server's graceful shutdown is not held open by its live clients.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while stream.response.chunk().await.ok().flatten().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended with the worker");
+}
