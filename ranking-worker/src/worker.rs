@@ -180,8 +180,21 @@ impl Worker {
             wakes,
             shutdown.clone(),
         ));
+        // A consumer that panics stops the process (exit status 1), so the orchestrator
+        // restarts it and a standby takes over meanwhile, rather than serving a board nobody
+        // keeps up to date behind a green /readyz.
+        let consumer_panicked = CancellationToken::new();
         for consumer in self.consumers {
-            tasks.spawn((consumer.run)(shutdown.clone()));
+            let name = consumer.health.name();
+            let run = tokio::spawn((consumer.run)(shutdown.clone()));
+            let (shutdown, consumer_panicked) = (shutdown.clone(), consumer_panicked.clone());
+            tasks.spawn(async move {
+                if let Err(error) = run.await {
+                    tracing::error!(consumer = name, %error, "the consumer panicked; stopping");
+                    consumer_panicked.cancel();
+                    shutdown.cancel();
+                }
+            });
         }
         tasks.spawn(self.feed.run(shutdown.clone()));
         let server = axum::serve(self.listener, self.router)
@@ -191,7 +204,12 @@ impl Worker {
         shutdown.cancel();
         tasks.close();
         tasks.wait().await;
-        Ok(served?)
+        served?;
+        anyhow::ensure!(
+            !consumer_panicked.is_cancelled(),
+            "a consumer panicked (see the ERROR line before)"
+        );
+        Ok(())
     }
 }
 
