@@ -143,7 +143,7 @@ pub async fn sold_out_ranking(
 /// `/rankings/sold-out` shows it) on connect, then an `entry` each time a schedule enters the
 /// ranking, with its rank then. Each event's `id` is a place in the log: a browser that
 /// reconnects sends it as `Last-Event-ID` and gets the entries it missed (or a fresh snapshot
-/// when they are too many or gone). A comment line every 15 s keeps the connection alive; a
+/// when they are too many or gone). A backlog drained at once comes as a new `snapshot`. A comment line every 15 s keeps the connection alive; a
 /// client that falls far behind is disconnected, to resume the same way.
 #[utoipa::path(
     get,
@@ -151,7 +151,7 @@ pub async fn sold_out_ranking(
     tag = "ranking",
     params(("Last-Event-ID" = Option<String>, Header, description = "The `id` of the last event received (`{tx_id}-{seq}`): resume after it")),
     responses(
-        (status = 200, description = "The event stream (`event: snapshot`, data as `RankingPage`; then `event: entry`, data as `RankingEntry`)", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The event stream (`event: snapshot`, data as `RankingPage`; then `event: entry`, data as `RankingEntry`, and a new `snapshot` after a backlog drained at once)", content_type = "text/event-stream", body = String),
         openapi::StreamErrors,
     )
 )]

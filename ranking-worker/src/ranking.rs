@@ -308,11 +308,14 @@ end
 /// {0, stored} when the position was not the expected one (another instance moved it, or Redis
 /// lost it).
 ///
-/// Then announces each event on the feed (KEYS[5], capped near ARGV[3] entries) under its log
-/// position, with its rank after the batch, if that position is after the feed's last ID: a
+/// Then announces the events on the feed (KEYS[5], capped near ARGV[3] entries), each under its
+/// log position with its rank after the batch, if that position is after the feed's last ID: a
 /// heal or a resync that applies old events again (positions the feed has had) adds nothing, so
 /// the script stays idempotent and a reader never sees an old entry as new. Log positions only
-/// grow, so a new event's always is after.
+/// grow, so a new event's always is after, and the new ones are the batch's tail. More than
+/// ARGV[5] new ones (a backlog drained) are announced as one `reset` entry instead, at the last
+/// one's position: readers take a fresh snapshot, and the drain does not pay for entries no
+/// board could show one by one.
 const APPLY: &str = r#"
 local stored = redis.call('GET', KEYS[3]) or ''
 if stored ~= ARGV[1] then return {0, stored} end
@@ -320,19 +323,23 @@ local feed_type = redis.call('TYPE', KEYS[5]).ok
 if feed_type ~= 'none' and feed_type ~= 'stream' then
   return redis.error_reply('WRONGTYPE ' .. KEYS[5] .. ' holds a ' .. feed_type .. ', expected a stream')
 end
-local count = write_events(5, tonumber(ARGV[4]))
+local count = write_events(6, tonumber(ARGV[4]))
 if count > 0 then redis.call('INCRBY', KEYS[4], count) end
 redis.call('SET', KEYS[3], ARGV[2])
 local last = feed_ids(KEYS[5])
-local ids = 5 + 4 * count
+local ids = 6 + 4 * count
+local first = count
 for i = 0, count - 1 do
-  local id = ARGV[ids + i]
-  if id_after(id, last) then
-    local score, member = ARGV[5 + 2 * i], ARGV[6 + 2 * i]
+  if id_after(ARGV[ids + i], last) then first = i; break end
+end
+if count - first > tonumber(ARGV[5]) then
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], ARGV[ids + count - 1], 'reset', count - first)
+else
+  for i = first, count - 1 do
+    local score, member = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
     local rank = redis.call('ZRANK', KEYS[1], member) + 1
-    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], id,
-      'member', member, 'rank', rank, 'score', score, 'details', ARGV[6 + 2 * count + 2 * i])
-    last = id
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], ARGV[ids + i],
+      'member', member, 'rank', rank, 'score', score, 'details', ARGV[7 + 2 * count + 2 * i])
   end
 end
 return {1, ''}
@@ -419,6 +426,10 @@ return {1, entries}
 /// snapshot instead.
 pub const FEED_MAX_LEN: u64 = 1_000;
 
+/// The most new entries one batch announces one by one; a batch with more (a backlog drained)
+/// announces a `reset` instead. A consumer keeping up applies a few events per batch.
+pub const FEED_ANNOUNCE_MAX: u64 = 50;
+
 fn unexpected_reply(what: &'static str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, what))
 }
@@ -478,6 +489,32 @@ impl std::str::FromStr for FeedId {
             })
         };
         parse().ok_or_else(|| format!("not a feed ID (digits-digits): {text:?}"))
+    }
+}
+
+/// One entry of the feed, as the apply script writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeedEntry {
+    /// A schedule entered the ranking.
+    Entry(Announcement),
+    /// Many entered at once (a backlog drained), through this ID: read a fresh snapshot.
+    Reset(FeedId),
+}
+
+impl FeedEntry {
+    /// From a stream entry's ID and fields; `None` for an entry written otherwise.
+    pub fn parse(id: &str, fields: &[String]) -> Option<Self> {
+        if fields.first().is_some_and(|field| field == "reset") {
+            return Some(FeedEntry::Reset(id.parse().ok()?));
+        }
+        Announcement::parse(id, fields).map(FeedEntry::Entry)
+    }
+
+    pub fn id(&self) -> FeedId {
+        match self {
+            FeedEntry::Entry(announcement) => announcement.id,
+            FeedEntry::Reset(id) => *id,
+        }
     }
 }
 
@@ -629,7 +666,8 @@ impl Ranking {
             .arg(from.expected())
             .arg(to.encode())
             .arg(FEED_MAX_LEN)
-            .arg(events.len());
+            .arg(events.len())
+            .arg(FEED_ANNOUNCE_MAX);
         for arg in apply_args(events) {
             invocation.arg(arg);
         }
@@ -788,7 +826,7 @@ impl Ranking {
     }
 
     /// The feed's entries after `after`, at most `limit`, oldest first; `None` when they cannot
-    /// all be given (more than `limit`, some trimmed away, or the feed lost them).
+    /// all be given (more than `limit`, some trimmed away, the feed lost them, or a `reset`).
     pub async fn feed_after(
         &self,
         redis: &mut ConnectionManager,
@@ -802,12 +840,18 @@ impl Ranking {
             .arg(limit)
             .invoke_async(redis)
             .await?;
-        Ok((complete == 1).then(|| {
-            entries
-                .into_iter()
-                .filter_map(|(id, fields)| Announcement::parse(&id, &fields))
-                .collect()
-        }))
+        if complete != 1 {
+            return Ok(None);
+        }
+        let mut missed = Vec::with_capacity(entries.len());
+        for (id, fields) in entries {
+            match FeedEntry::parse(&id, &fields) {
+                Some(FeedEntry::Entry(announcement)) => missed.push(announcement),
+                Some(FeedEntry::Reset(_)) => return Ok(None),
+                None => {}
+            }
+        }
+        Ok(Some(missed))
     }
 
     /// How many schedules are ranked.

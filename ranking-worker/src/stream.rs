@@ -7,7 +7,9 @@
 //! connection of its own) and fans each entry out to the clients through a `broadcast` channel:
 //! a client costs a receiver, not a Redis connection. A client too slow to keep up lags behind
 //! the channel's ring and is dropped; its browser reconnects with `Last-Event-ID` and gets what
-//! it missed from the feed (or a fresh snapshot), so memory per client stays bounded.
+//! it missed from the feed (or a fresh snapshot), so memory per client stays bounded. A backlog
+//! drained at once is announced as one `reset`: this process reads one snapshot for all its
+//! clients.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use serde_json::json;
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::ranking::{Announcement, Entry, FeedId, Ranking};
+use crate::ranking::{Announcement, Entry, FeedEntry, FeedId, Ranking};
 
 /// Entries in the snapshot a client gets on connect.
 pub const SNAPSHOT_SIZE: u64 = 20;
@@ -39,25 +41,38 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(2);
 const RETRY_BASE: Duration = Duration::from_millis(250);
 const RETRY_CAP: Duration = Duration::from_secs(5);
 
-/// One feed entry, rendered once for every client.
+/// An event for every client, rendered once: a feed entry, or a snapshot the reader read after
+/// a `reset`.
 #[derive(Debug)]
 struct Rendered {
+    /// The feed's ID it is at: a client whose cursor is there already skips it.
     id: FeedId,
+    kind: &'static str,
     json: String,
 }
 
 impl Rendered {
-    fn new(announcement: &Announcement) -> Self {
+    fn entry(announcement: &Announcement) -> Self {
         Self {
             id: announcement.id,
+            kind: "entry",
             // Serialising a struct of plain fields cannot fail.
             json: serde_json::to_string(&announcement.entry).unwrap_or_default(),
         }
     }
 
+    /// `event: snapshot`: the top as the read API shows it, at the feed's ID it was read at.
+    fn snapshot(key: &str, at: FeedId, entries: &[Entry]) -> Self {
+        Self {
+            id: at,
+            kind: "snapshot",
+            json: json!({ "key": key, "entries": entries }).to_string(),
+        }
+    }
+
     fn event(&self) -> Event {
         Event::default()
-            .event("entry")
+            .event(self.kind)
             .id(self.id.to_string())
             .data(&self.json)
     }
@@ -186,13 +201,14 @@ impl Feed {
                 let cursor = missed.last().map_or(after, |entry| entry.id);
                 let events: Vec<Event> = missed
                     .iter()
-                    .map(|entry| Rendered::new(entry).event())
+                    .map(|entry| Rendered::entry(entry).event())
                     .collect();
                 (events, cursor)
             }
             None => {
                 let (at, entries) = self.ranking.snapshot(redis, SNAPSHOT_SIZE).await?;
-                (vec![snapshot_event(self.ranking.key(), at, &entries)], at)
+                let snapshot = Rendered::snapshot(self.ranking.key(), at, &entries);
+                (vec![snapshot.event()], at)
             }
         };
         let reconnect = Event::default().retry(RECONNECT_AFTER);
@@ -231,14 +247,6 @@ impl Feed {
     }
 }
 
-/// `event: snapshot`: the top as the read API shows it, with the feed's ID it was read at.
-fn snapshot_event(key: &str, at: FeedId, entries: &[Entry]) -> Event {
-    Event::default()
-        .event("snapshot")
-        .id(at.to_string())
-        .data(json!({ "key": key, "entries": entries }).to_string())
-}
-
 /// The feed reader's state.
 struct Reader {
     /// Its own connection: `XREAD BLOCK` holds a connection while it waits.
@@ -253,7 +261,10 @@ struct Reader {
 type XreadReply = Option<Vec<(String, Vec<(String, Vec<String>)>)>>;
 
 impl Reader {
-    /// The entries after the cursor, waiting up to `BLOCK` for one.
+    /// The entries after the cursor, waiting up to `BLOCK` for one. A `reset` among them (a
+    /// backlog drained) is read as one snapshot, for every client of this process, followed by
+    /// the entries after it; the cursor moves only once all of it is read, so a failure reads
+    /// the same again.
     async fn read(&mut self, ranking: &Ranking) -> redis::RedisResult<Vec<Rendered>> {
         let cursor = match self.cursor {
             Some(cursor) => cursor,
@@ -271,17 +282,32 @@ impl Reader {
             .arg(cursor.to_string())
             .query_async(&mut self.redis)
             .await?;
-        let mut rendered = Vec::new();
+        let (mut rendered, mut last, mut reset) = (Vec::new(), cursor, false);
         for (id, fields) in reply.into_iter().flatten().flat_map(|(_, entries)| entries) {
             let Ok(feed_id) = id.parse::<FeedId>() else {
                 continue;
             };
-            self.cursor = Some(feed_id);
-            match Announcement::parse(&id, &fields) {
-                Some(announcement) => rendered.push(Rendered::new(&announcement)),
+            last = feed_id;
+            match FeedEntry::parse(&id, &fields) {
+                Some(FeedEntry::Entry(announcement)) => {
+                    rendered.push(Rendered::entry(&announcement))
+                }
+                // The snapshot holds what came before.
+                Some(FeedEntry::Reset(_)) => {
+                    rendered.clear();
+                    reset = true;
+                }
                 None => tracing::warn!(%id, "a feed entry the worker did not write; skipped"),
             }
         }
+        if reset {
+            let (at, top) = ranking.snapshot(&mut self.redis, SNAPSHOT_SIZE).await?;
+            let after = rendered.into_iter().filter(|entry| entry.id > at);
+            rendered = std::iter::once(Rendered::snapshot(ranking.key(), at, &top))
+                .chain(after)
+                .collect();
+        }
+        self.cursor = Some(last);
         Ok(rendered)
     }
 }

@@ -347,3 +347,41 @@ async fn open_streams_end_when_the_worker_stops(_: PgPoolOptions, database: PgCo
     .await;
     assert!(ended.is_ok(), "the stream ended with the worker");
 }
+
+/// A backlog drained at once is announced as one `reset`: clients get a fresh snapshot, not an
+/// event per entry, and a client resuming from before it gets a snapshot too.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_drained_backlog_is_one_snapshot_not_an_event_per_entry(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let (harness, base, _stop) = started(database).await;
+    let mut stream = SseClient::connect(&base, None).await;
+    let before = stream.next().await.id.unwrap();
+    // More than FEED_ANNOUNCE_MAX in the worker's first batch (BATCH_SIZE 100 in tests).
+    let backlog = 2 * ranking_worker::ranking::FEED_ANNOUNCE_MAX as usize;
+    harness.enqueue(backlog).await;
+    eventually(Duration::from_secs(10), async || {
+        harness.applied_events().await as usize == backlog
+    })
+    .await;
+    let snapshot = stream.next().await;
+    assert_eq!(snapshot.event, "snapshot", "{snapshot:?}");
+    assert_eq!(snapshot.data["entries"].as_array().unwrap().len(), 20);
+    let mut redis = harness.redis.clone();
+    let feed: u64 = redis::cmd("XLEN")
+        .arg(harness.ranking.keys().feed())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(feed, 1, "one reset, no entry per event");
+
+    let mut resumed = SseClient::connect(&base, Some(&before)).await;
+    assert_eq!(resumed.next().await.event, "snapshot");
+    // Events after it are announced one by one again.
+    let next = harness.enqueue(1).await;
+    assert_eq!(
+        stream.entry().await.data["member"],
+        members(&next)[0].as_str()
+    );
+}
