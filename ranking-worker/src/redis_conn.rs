@@ -10,9 +10,15 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connects lazily: the worker starts while Redis is down and retries until it is back.
 pub fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
+    connect_waiting(url, Duration::ZERO)
+}
+
+/// [`connect`], for commands that may wait up to `block` for their answer (`XREAD BLOCK`):
+/// a connection of their own, since a waiting command holds it.
+pub fn connect_waiting(url: &str, block: Duration) -> anyhow::Result<ConnectionManager> {
     let client = redis::Client::open(url).map_err(|error| anyhow::anyhow!("REDIS_URL: {error}"))?;
     let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT + block))
         .set_connection_timeout(Some(CONNECTION_TIMEOUT))
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_millis(500));

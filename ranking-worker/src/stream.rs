@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::response::sse::Event;
 use futures::{Stream, StreamExt};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use serde_json::json;
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -30,7 +30,7 @@ pub const SNAPSHOT_SIZE: u64 = 20;
 const RESUME_MAX: u64 = 200;
 /// Entries the fan-out holds for the slowest client; one further behind is dropped.
 const FAN_OUT_CAPACITY: usize = 256;
-/// How long one `XREAD` waits for an entry; its connection's response timeout is longer.
+/// How long one `XREAD` waits for an entry; its connection waits that much longer for answers.
 const BLOCK: Duration = Duration::from_secs(5);
 /// A comment line this often keeps proxies from closing an idle stream and lets the server
 /// notice a client that is gone.
@@ -120,7 +120,7 @@ impl Feed {
     /// so clients miss nothing a short outage held back.
     pub async fn run(self, shutdown: CancellationToken) {
         let _close_clients = self.closed.clone().drop_guard();
-        let redis = match self.connect() {
+        let redis = match crate::redis_conn::connect_waiting(&self.redis_url, BLOCK) {
             Ok(redis) => redis,
             Err(error) => {
                 tracing::error!(%error, "the live board's feed reader cannot start");
@@ -162,17 +162,6 @@ impl Feed {
                 }
             }
         }
-    }
-
-    fn connect(&self) -> anyhow::Result<ConnectionManager> {
-        let client = redis::Client::open(self.redis_url.as_str())
-            .map_err(|error| anyhow::anyhow!("REDIS_URL: {error}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(BLOCK + Duration::from_secs(3)))
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        Ok(ConnectionManager::new_lazy_with_config(client, config)?)
     }
 
     /// A client's events: a snapshot of the top (or, resuming after `last_event_id`, the entries

@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::helpers::{eventually, get_json, Harness};
+use crate::helpers::{eventually, get_json, Harness, PrivateRedis};
 
 /// One Server-Sent Event.
 #[derive(Debug)]
@@ -384,4 +384,42 @@ async fn a_drained_backlog_is_one_snapshot_not_an_event_per_entry(
         stream.entry().await.data["member"],
         members(&next)[0].as_str()
     );
+}
+
+/// Redis restarts empty under connected clients: the worker heals the ranking (re-applying and
+/// re-adding the old entries to the new feed), its feed reader reconnects, and the clients get
+/// the next new entry and nothing old again.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn clients_see_nothing_old_again_when_redis_restarts_empty(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let mut redis_server = PrivateRedis::start();
+    let harness = Harness::with_redis(database, &redis_server.url()).await;
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let base = harness
+        .start_worker(Duration::from_millis(50), &shutdown)
+        .await;
+    let mut stream = SseClient::connect(&base, None).await;
+    assert_eq!(stream.next().await.event, "snapshot");
+    harness.enqueue(3).await;
+    for _ in 0..3 {
+        stream.entry().await;
+    }
+
+    redis_server.restart();
+    eventually(Duration::from_secs(20), async || {
+        harness
+            .try_scores()
+            .await
+            .is_ok_and(|scores| scores.len() == 3)
+    })
+    .await;
+    let next = harness.enqueue(1).await;
+    let entry = tokio::time::timeout(Duration::from_secs(20), stream.read())
+        .await
+        .expect("the next entry within 20 s");
+    assert_eq!(entry.event, "entry");
+    assert_eq!(entry.data["member"], members(&next)[0].as_str());
 }
