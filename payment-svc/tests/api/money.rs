@@ -115,3 +115,54 @@ async fn charges_equal_balance_plus_payments_after_a_random_workload(
     .unwrap();
     assert!(counters_agree);
 }
+
+/// The payment function refuses without writing anything, so even a caller that commits after
+/// a refusal (a psql session, a job) leaves the hold unpaid and the money where it was.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_refused_payment_writes_nothing_even_if_its_transaction_commits(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let app = TestApp::spawn(database).await;
+    let (_, schedules) = app.create_concert(1, 2, 500).await;
+    let reservation = app.hold_ok(7, schedules[0], 1).await;
+    app.charge(7, 499).await;
+
+    // Autocommit: the function's own writes would stay.
+    let outcome: String =
+        sqlx::query_scalar("SELECT outcome FROM booking_confirm_payment(7, $1, gen_random_uuid())")
+            .bind(reservation)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(outcome, "INSUFFICIENT_BALANCE");
+    let status: String = sqlx::query_scalar("SELECT status FROM reservations WHERE id = $1")
+        .bind(reservation)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(status, "HELD");
+    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!((payments, app.balance(7).await), (0, 499));
+
+    // A seat whose counter row is missing is refused, not sold uncounted.
+    app.charge(7, 1).await;
+    sqlx::query("DELETE FROM schedule_seat_counters WHERE schedule_id = $1")
+        .bind(schedules[0])
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let uncounted = sqlx::query("SELECT booking_confirm_payment(7, $1, gen_random_uuid())")
+        .bind(reservation)
+        .execute(&app.db)
+        .await
+        .unwrap_err();
+    assert!(
+        uncounted.to_string().contains("no seat counter row"),
+        "{uncounted}"
+    );
+    assert_eq!(app.balance(7).await, 500);
+}
