@@ -379,6 +379,12 @@ impl WebhookSink {
                     lag_ms = (lag.as_secs_f64() * 10_000.0).round() / 10.0,
                     "webhook delivered"
                 );
+                // A dead letter of this event (a stale instance's, or one delivered again
+                // after `consumers reset`) is resolved: `dead-letters retry` must not send it
+                // once more.
+                consumers::resolve_dead_letters(&self.pool, WEBHOOK, &[row.event_id])
+                    .await
+                    .map_err(postgres)?;
                 Ok(None)
             }
             Verdict::Refused => Ok(Some(attempt.error)),

@@ -39,7 +39,10 @@ impl Verdict {
             // 1xx and 3xx (redirects are not followed: a signed request is not re-sent to an
             // address nobody configured) say the endpoint is not a working receiver.
             100..=199 | 300..=399 => Verdict::Misconfigured,
-            _ => Verdict::Refused,
+            400..=499 => Verdict::Refused,
+            // Not an HTTP status a receiver sends (a broken proxy's 600–999): never a reason
+            // to dead-letter an event, only to try again later.
+            _ => Verdict::Unavailable { retry_after: None },
         }
     }
 }
@@ -97,6 +100,13 @@ mod tests {
         assert_eq!(verdict(410, None), Verdict::Gone);
         for status in [400, 404, 405, 409, 413, 415, 422, 451] {
             assert_eq!(verdict(status, None), Verdict::Refused, "{status}");
+        }
+        for status in [600, 999] {
+            assert_eq!(
+                verdict(status, None),
+                Verdict::Unavailable { retry_after: None },
+                "{status}"
+            );
         }
     }
 
