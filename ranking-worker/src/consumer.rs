@@ -46,7 +46,7 @@ pub trait Sink: Send {
     /// The consumer's name: its row in `outbox_consumers`, its lock, its metrics' label.
     fn name(&self) -> &'static str;
 
-    /// Rows read per step at most: a step that read this many is followed at once by another.
+    /// Rows read per step while keeping up (shown when the consumer starts).
     fn batch_size(&self) -> usize;
 
     /// First pause after a failure, and its cap.
@@ -293,7 +293,7 @@ async fn consume<S: Sink>(sink: &mut S, run: &mut ConsumerRun, shutdown: &Cancel
                 .increment(now.duration_since(since).as_secs_f64());
         }
         held_back_since = outcome.held_back.then_some(now);
-        if outcome.more || outcome.read == sink.batch_size() || outcome.position_moved {
+        if outcome.more || outcome.position_moved {
             continue;
         }
         if outcome.held_back {

@@ -310,6 +310,7 @@ impl WebhookSink {
             .await
             .map_err(postgres)?;
         step.read = batch.rows.len();
+        step.more = step.read == self.batch_size();
         step.held_back = batch.held_back_for.is_some();
         step.held_back_for = Duration::from_secs_f64(batch.held_back_for.unwrap_or(0.0).max(0.0));
         let (mut at, mut through) = (from, from);
