@@ -108,7 +108,7 @@ const ROW_COLUMNS: &str = "tx_id::text::bigint AS tx_id, seq, event_id, event_ty
 pub struct Batch {
     /// Up to the limit of rows after the position, in position order.
     pub rows: Vec<LogRow>,
-    /// How long the oldest committed row the horizon still hides has waited, in seconds: rows
+    /// How long the first committed row the horizon still hides has waited, in seconds: rows
     /// of transactions that committed while an older one (anywhere in the cluster) still runs.
     /// `None` when no row is held back. Seen in the same snapshot as `rows`, so `None` means
     /// every row committed by then is in `rows` or after them.
@@ -118,15 +118,19 @@ pub struct Batch {
 /// Up to `limit` rows after `after`, in position order, that no running transaction can still
 /// precede, and whether committed rows wait behind the horizon. A range scan of
 /// `outbox_log_position` from `after`, however many rows lie behind it, and one from the
-/// horizon for the held-back rows (few: those of transactions younger than the oldest running).
+/// horizon to the first held-back row. (Not `min(created_at)` of the held-back rows: Postgres
+/// answers that by walking `outbox_created_at` from the oldest row of the whole log until one
+/// is held back, every row of it when none is, and a drain read then cost 36 ms instead of 0.7.)
 pub async fn read_after(pool: &PgPool, after: LogPosition, limit: i64) -> sqlx::Result<Batch> {
     // One statement, one snapshot: asking about held-back rows in a statement of its own would
     // see a later horizon, and rows that became readable in between would look read.
     let sql = format!(
         "WITH horizon AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),
-         held AS (
-             SELECT EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8 AS held_back_for
-             FROM outbox WHERE tx_id >= (SELECT xmin FROM horizon))
+         held AS (SELECT (
+             SELECT EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8 FROM outbox
+             WHERE tx_id >= (SELECT xmin FROM horizon)
+             ORDER BY outbox.tx_id, outbox.seq
+             LIMIT 1) AS held_back_for)
          SELECT batch.*, held.held_back_for FROM held LEFT JOIN LATERAL (
              SELECT {ROW_COLUMNS} FROM outbox
              WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2)
