@@ -337,7 +337,8 @@ if count - first > tonumber(ARGV[5]) then
 else
   for i = first, count - 1 do
     local score, member = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
-    local rank = redis.call('ZRANK', KEYS[1], member) + 1
+    -- Shared by equal scores (1, 2, 2, 4): one more than the entries scoring lower.
+    local rank = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. score) + 1
     redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], ARGV[ids + i],
       'member', member, 'rank', rank, 'score', score, 'details', ARGV[7 + 2 * count + 2 * i])
   end
@@ -382,12 +383,18 @@ redis.call('SET', KEYS[3], ARGV[2])
 return redis.call('ZCARD', KEYS[1])
 "#;
 
-/// A page of the ranking with its details, flat: (member, score, details) per entry.
+/// A page of the ranking with its details, flat: how many entries score lower than the page's
+/// first, then (member, score, details) per entry of every score the page holds, the whole
+/// group of each: Redis orders equal scores by member (`concert:10:…` before `concert:9:…`),
+/// and [`page`] orders and ranks them by their details instead.
 const READ_PAGE: &str = r#"
 local function read_page(offset, limit)
   local stop = tonumber(offset) + tonumber(limit) - 1
-  local entries = redis.call('ZRANGE', KEYS[1], offset, stop, 'WITHSCORES')
-  local result = {}
+  local page = redis.call('ZRANGE', KEYS[1], offset, stop, 'WITHSCORES')
+  if #page == 0 then return {'0'} end
+  local low, high = page[2], page[#page]
+  local entries = redis.call('ZRANGE', KEYS[1], low, high, 'BYSCORE', 'WITHSCORES')
+  local result = {tostring(redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. low))}
   for i = 1, #entries, 2 do
     result[#result + 1] = entries[i]
     result[#result + 1] = entries[i + 1]
@@ -434,12 +441,40 @@ fn unexpected_reply(what: &'static str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, what))
 }
 
-/// A page read flat, (member, score, details) per entry, as entries ranked from `offset + 1`.
-fn entries(flat: &[String], offset: u64) -> Vec<Entry> {
-    flat.chunks_exact(3)
-        .zip(offset + 1..)
-        .map(|(row, rank)| Entry::new(rank, &row[0], &row[1], &row[2]))
-        .collect()
+/// Entries `offset..offset + limit` from what `read_page` returned: equal scores ordered by the
+/// earlier `sold_out_at`, then schedule id, and sharing a rank (1, 2, 2, 4), as SPEC §6 reads.
+fn page(flat: &[String], offset: u64, limit: u64) -> redis::RedisResult<Vec<Entry>> {
+    let Some((lower, rows)) = flat.split_first() else {
+        return Err(unexpected_reply("the page script returned nothing"));
+    };
+    let lower: u64 = lower
+        .parse()
+        .map_err(|_| unexpected_reply("the page script's count is not a number"))?;
+    let mut entries: Vec<Entry> = rows
+        .chunks_exact(3)
+        .map(|row| Entry::new(0, &row[0], &row[1], &row[2]))
+        .collect();
+    entries.sort_by(|a, b| {
+        a.sold_out_seconds
+            .total_cmp(&b.sold_out_seconds)
+            .then(a.sold_out_at.cmp(&b.sold_out_at))
+            .then(a.schedule_id.cmp(&b.schedule_id))
+            .then_with(|| a.member.cmp(&b.member))
+    });
+    // Ranks: one more than the entries with a lower score.
+    let mut first_of_score = 0;
+    for index in 0..entries.len() {
+        if index > 0 && entries[index].sold_out_seconds != entries[index - 1].sold_out_seconds {
+            first_of_score = index;
+        }
+        entries[index].rank = lower + first_of_score as u64 + 1;
+    }
+    let skip = offset.saturating_sub(lower) as usize;
+    Ok(entries
+        .into_iter()
+        .skip(skip)
+        .take(limit as usize)
+        .collect())
 }
 
 /// An entry's ID on the feed: the log position of the event that made it (`{tx_id}-{seq}`), a
@@ -787,7 +822,7 @@ impl Ranking {
             .arg(limit)
             .invoke_async(redis)
             .await?;
-        Ok(entries(&flat, offset))
+        page(&flat, offset, limit)
     }
 
     /// The top `limit` entries and the feed's last ID, read together: the feed's entries after
@@ -811,7 +846,7 @@ impl Ranking {
         let last = last
             .parse()
             .map_err(|_| unexpected_reply("the feed's last ID is not a stream ID"))?;
-        Ok((last, entries(page, 0)))
+        Ok((last, self::page(page, 0, limit)?))
     }
 
     /// The feed's last ID: every entry to come is after it.

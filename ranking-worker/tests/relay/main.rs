@@ -12,6 +12,7 @@ mod receiver;
 mod replay;
 mod retention;
 mod stream;
+mod ties;
 mod upgrade;
 mod webhook;
 mod workers;
