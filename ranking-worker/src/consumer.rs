@@ -61,8 +61,14 @@ pub trait Sink: Send {
 
     /// Reads one batch after the position, hands it to the sink and moves the position.
     /// `lock` is the session holding the consumer's lock: a sink whose position lives in
-    /// Postgres moves it there, so only the holder can.
-    fn step(&mut self, lock: &mut Leadership) -> impl Future<Output = Result<Step, Pause>> + Send;
+    /// Postgres moves it there, so only the holder can. A sink whose events take long to hand
+    /// over (a slow receiver) stops at `shutdown`, leaving the position where its last handed
+    /// event is: SIGTERM must not wait for a whole batch of timeouts.
+    fn step(
+        &mut self,
+        lock: &mut Leadership,
+        shutdown: &CancellationToken,
+    ) -> impl Future<Output = Result<Step, Pause>> + Send;
 
     /// Makes sure the consumer's row exists, before this instance reports its state there: the
     /// ranking's comes with the migrations; a new webhook consumer's is made at the log's head.
@@ -228,7 +234,7 @@ async fn consume<S: Sink>(sink: &mut S, run: &mut ConsumerRun, shutdown: &Cancel
             }
             continue;
         }
-        let step = sink.step(&mut run.leadership).await;
+        let step = sink.step(&mut run.leadership, shutdown).await;
         if let Some(position) = sink.position() {
             run.health.set_position(position);
         }

@@ -17,6 +17,7 @@ use redis::aio::ConnectionManager;
 use shared::events::ConcertSoldOut;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::consumer::{Cause, Pause, Sink, Step};
@@ -399,7 +400,12 @@ impl Sink for Relay {
     }
 
     /// The lock is not needed: the apply script's compare-and-set in Redis fences the position.
-    async fn step(&mut self, _lock: &mut Leadership) -> Result<Step, Pause> {
+    /// A batch is one script, over in milliseconds: it is always finished.
+    async fn step(
+        &mut self,
+        _lock: &mut Leadership,
+        _shutdown: &CancellationToken,
+    ) -> Result<Step, Pause> {
         let outcome = self.relay_once().await?;
         Ok(Step {
             read: outcome.read,

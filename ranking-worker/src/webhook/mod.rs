@@ -20,6 +20,7 @@ use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::Url;
 use shared::events::ConcertSoldOut;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::consumer::{Cause, Pause, Sink, Step};
@@ -284,7 +285,11 @@ impl WebhookSink {
         Ok(())
     }
 
-    async fn deliver_batch(&mut self, lock: &mut Leadership) -> Result<Step, Pause> {
+    async fn deliver_batch(
+        &mut self,
+        lock: &mut Leadership,
+        shutdown: &CancellationToken,
+    ) -> Result<Step, Pause> {
         self.register_once().await?;
         let session = lock
             .session()
@@ -320,7 +325,14 @@ impl WebhookSink {
                 continue;
             }
             let letter = match row.decode_sold_out() {
-                Ok(event) => self.deliver(row, &event, &mut step).await?,
+                // At shutdown the request in flight is dropped and the position stays before
+                // its event: whoever runs next sends it again (at least once), and SIGTERM
+                // does not wait up to SOLD_OUT_WEBHOOK_TIMEOUT_MS per event of the batch.
+                Ok(event) => tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return Ok(step),
+                    letter = self.deliver(row, &event, &mut step) => letter?,
+                },
                 Err(error) => Some(error),
             };
             if step.halted {
@@ -477,8 +489,12 @@ impl Sink for WebhookSink {
         self.position = None;
     }
 
-    async fn step(&mut self, lock: &mut Leadership) -> Result<Step, Pause> {
-        self.deliver_batch(lock).await
+    async fn step(
+        &mut self,
+        lock: &mut Leadership,
+        shutdown: &CancellationToken,
+    ) -> Result<Step, Pause> {
+        self.deliver_batch(lock, shutdown).await
     }
 
     async fn register(&mut self) -> Result<(), Pause> {

@@ -91,7 +91,7 @@ async fn sink_holding_the_lock(
 async fn step_reading(sink: &mut WebhookSink, lock: &mut Leadership) -> Result<Step, Pause> {
     let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let step = sink.step(lock).await;
+        let step = sink.step(lock, &CancellationToken::new()).await;
         match &step {
             Ok(done) if done.read == 0 && done.held_back => {
                 assert!(
@@ -541,7 +541,10 @@ async fn a_stale_instance_delivers_nothing_and_cannot_move_the_position_back(
     assert!(moved > stale_position);
 
     // The stale instance tries: it delivers nothing and moves nothing.
-    assert!(stale.step(&mut stale_lock).await.is_err());
+    assert!(stale
+        .step(&mut stale_lock, &CancellationToken::new())
+        .await
+        .is_err());
     assert_eq!(receiver.received().len(), requests, "nothing delivered");
     assert_eq!(position(&harness).await, moved);
     // A compare-and-set from where it last was cannot move the position back.
@@ -597,4 +600,46 @@ async fn a_401_or_a_timeout_pauses_and_dead_letters_nothing(
     receiver.set_delay(Duration::ZERO);
     step_reading(&mut sink, &mut lock).await.unwrap();
     assert_eq!(receiver.delivered(), ids(&events));
+}
+
+/// SIGTERM while the receiver holds a request: the worker drops it and exits 0, rather than
+/// wait for the request timeout (a container stop would kill it first); the event stays before
+/// the position, and the next worker delivers it.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn sigterm_during_a_slow_delivery_drops_the_request_and_the_event_is_delivered_later(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_secs(30));
+    let log = std::env::temp_dir().join(format!("webhook-sigterm-{}.log", Uuid::new_v4()));
+    let env = [
+        ("SOLD_OUT_WEBHOOK_URL", receiver.url.as_str()),
+        ("SOLD_OUT_WEBHOOK_SECRET", SECRETS),
+        ("SOLD_OUT_WEBHOOK_FROM_START", "true"),
+        ("SOLD_OUT_WEBHOOK_TIMEOUT_MS", "3000"),
+    ];
+    let mut workers = KillOnDrop(vec![harness.spawn_worker(&log, &env)]);
+    let events = harness.enqueue(1).await;
+    eventually(Duration::from_secs(30), async || receiver.in_flight() > 0).await;
+
+    stop_with_sigterm(workers.0.pop().unwrap());
+    // It dropped the request: had it waited, the request would have timed out first (this
+    // test's runtime, and so the receiver, is blocked while the worker stops) and the worker
+    // would have paused for an unavailable receiver.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !logged.contains("webhook receiver unavailable"),
+        "the worker waited for the request in flight:\n{logged}"
+    );
+
+    receiver.set_delay(Duration::ZERO);
+    workers.0.push(harness.spawn_worker(&log, &env));
+    eventually(Duration::from_secs(30), async || {
+        receiver.delivered() == ids(&events)
+    })
+    .await;
+    stop_with_sigterm(workers.0.pop().unwrap());
+    let _ = std::fs::remove_file(&log);
 }
