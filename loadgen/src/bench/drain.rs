@@ -10,7 +10,7 @@ use shared::events::ConcertSoldOut;
 use super::report::{round, Report};
 use super::setup::{cpu_time, percentile, ranking_key, Database, Env, Memory, RedisServer};
 
-const LIMIT: Duration = Duration::from_secs(600);
+pub(super) const LIMIT: Duration = Duration::from_secs(600);
 /// The worker's default batch size.
 const BATCH: i64 = 200;
 /// graphile-worker's settings, from its performance page: jobs in flight per instance (its pool
@@ -210,7 +210,7 @@ pub async fn scale(
 /// What a figure's log holds: `retained` rows the ranking has passed (schedules 1 to
 /// `retained`), then `events` new ones (schedules from `first_new` on).
 #[derive(Debug, Clone, Copy)]
-struct Backlog {
+pub(super) struct Backlog {
     events: i64,
     retained: i64,
     first_new: i64,
@@ -218,7 +218,7 @@ struct Backlog {
 
 impl Backlog {
     /// `events` new rows and nothing else.
-    fn new(events: i64) -> Self {
+    pub(super) fn new(events: i64) -> Self {
         Self {
             events,
             retained: 0,
@@ -228,7 +228,7 @@ impl Backlog {
 }
 
 /// A database holding `backlog`, the retained rows passed by the ranking `key` in Redis.
-async fn prepared(
+pub(super) async fn prepared(
     env: &Env,
     name: &str,
     backlog: Backlog,

@@ -1,6 +1,7 @@
 //! `loadgen bench`: every figure of BENCHMARKS.md, each beside a baseline measured in the same
 //! run on the same Postgres and Redis. Run by scripts/bench against the release binaries.
 
+mod board;
 mod drain;
 mod failover;
 mod latency;
@@ -55,6 +56,8 @@ enum Figure {
     Latency,
     Drain,
     Scale,
+    /// The drain with live-board clients connected.
+    Board,
     Takeover,
     Heal,
 }
@@ -74,6 +77,8 @@ struct Sizes {
     drain_events: i64,
     scale_events: i64,
     scale_retained: i64,
+    /// Live-board clients connected during the board figure's drains (of `scale_events`).
+    board_clients: usize,
     takeovers: usize,
     heal_events: i64,
     heals: usize,
@@ -101,6 +106,7 @@ impl Sizes {
                 drain_events: 5_000,
                 scale_events: 2_000,
                 scale_retained: 20_000,
+                board_clients: 20,
                 takeovers: 2,
                 heal_events: 1_000,
                 heals: 2,
@@ -125,6 +131,7 @@ impl Sizes {
                 drain_events: 200_000,
                 scale_events: 200_000,
                 scale_retained: 1_000_000,
+                board_clients: 1_000,
                 takeovers: 10,
                 heal_events: 10_000,
                 heals: 5,
@@ -240,6 +247,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if wanted(Figure::Scale) {
         println!("scale (figure 5)");
         drain::scale(&env, &mut report, sizes.scale_events, sizes.scale_retained).await?;
+    }
+    if wanted(Figure::Board) {
+        println!("drain with live-board clients (figure 4b)");
+        board::clients(&env, &mut report, sizes.scale_events, sizes.board_clients).await?;
     }
     if wanted(Figure::Takeover) {
         println!("takeover (figure 6)");
