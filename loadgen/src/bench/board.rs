@@ -69,7 +69,8 @@ async fn first_batch_applied(env: &Env, key: &str) -> anyhow::Result<Instant> {
 }
 
 /// One drain of `events` by a worker whose consumer is paused until `clients` stream clients
-/// hold their first snapshot; timed from the resume until Redis holds the last position.
+/// hold their first snapshot; timed from its first batch in Redis until Redis holds the last
+/// position.
 async fn drain_watched(env: &Env, events: i64, clients: usize) -> anyhow::Result<Duration> {
     let key = ranking_key("watched");
     let database = prepared(
