@@ -3,6 +3,7 @@
 //! - `demo`: concerts open for sale at different moments and crowds sell them out;
 //! - `check`: the end-to-end check of scripts/test: sells schedules out and verifies the
 //!   ranking's members, order and exact scores through ranking-worker's API;
+//! - `sell-out`: one new concert sold out, for scripts that need a real sell-out;
 //! - `bench`: the figures of BENCHMARKS.md (scripts/bench).
 
 mod api;
@@ -10,6 +11,7 @@ mod bench;
 mod buyers;
 mod check;
 mod demo;
+mod sell;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +46,8 @@ enum Command {
     Demo,
     /// Sell out schedules and verify the ranking end to end; exits 1 on any mismatch.
     Check,
+    /// Sell out one schedule of a new concert.
+    SellOut(sell::SellOutArgs),
     /// Run the benchmarks; the services are started by the benchmark itself.
     Bench(bench::BenchArgs),
 }
@@ -62,6 +66,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo => demo::run(&api, &api::Tokens::new(&cli.jwt_secret)?).await,
         Command::Check => check::run(&api, &api::Tokens::new(&cli.jwt_secret)?).await,
+        Command::SellOut(args) => sell::run(&api, &api::Tokens::new(&cli.jwt_secret)?, args).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }
