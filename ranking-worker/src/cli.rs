@@ -3,12 +3,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand};
 use shared::config::{DatabaseArgs, LogArgs};
 use uuid::Uuid;
 
-use crate::ranking::RankingKeys;
+use crate::periods::{self, PeriodKind, PeriodSettings};
+use crate::ranking::{Ranking, RankingKeys};
 use crate::relay::RelaySettings;
 
 #[derive(Debug, Parser)]
@@ -71,6 +73,31 @@ pub struct RedisArgs {
     /// The ranking's sorted-set key; helper keys are named `{RANKING_KEY}:...`.
     #[arg(long, env = "RANKING_KEY", default_value = "concert:schedule:ranking", value_parser = RankingKeys::parse)]
     pub ranking_key: RankingKeys,
+
+    /// The time zone whose calendar days, ISO weeks and months the period boards follow (an
+    /// IANA name).
+    #[arg(long, env = "RANKING_TIMEZONE", default_value = "Asia/Seoul", value_parser = periods::parse_timezone)]
+    pub ranking_timezone: Tz,
+
+    /// Days a period board is kept after its period ends; replay and rebuild do not write
+    /// boards past it again. The default keeps last year's same month for comparison.
+    #[arg(long, env = "RANKING_PERIOD_RETENTION_DAYS", default_value_t = periods::DEFAULT_RETENTION_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(periods::MAX_RETENTION_DAYS)))]
+    pub ranking_period_retention_days: u32,
+}
+
+impl RedisArgs {
+    pub fn periods(&self) -> PeriodSettings {
+        PeriodSettings {
+            timezone: self.ranking_timezone,
+            retention_days: self.ranking_period_retention_days,
+        }
+    }
+
+    /// The ranking these settings name.
+    pub fn ranking(&self) -> Ranking {
+        Ranking::new(self.ranking_key.clone()).with_periods(self.periods())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -306,6 +333,14 @@ pub struct TopArgs {
     /// How many entries to print.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub limit: u64,
+
+    /// Print a period's board instead of the all-time one: day, week or month.
+    #[arg(long)]
+    pub period: Option<PeriodKind>,
+
+    /// The period's date (YYYY-MM-DD, in RANKING_TIMEZONE); today by default.
+    #[arg(long, requires = "period")]
+    pub at: Option<NaiveDate>,
 
     /// Print as JSON.
     #[arg(long)]

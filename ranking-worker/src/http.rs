@@ -11,6 +11,7 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use chrono::NaiveDate;
 use metrics_exporter_prometheus::PrometheusHandle;
 use redis::aio::ConnectionManager;
 use serde::Deserialize;
@@ -23,6 +24,7 @@ use crate::consumers;
 use crate::health::ConsumerHealth;
 use crate::log;
 use crate::openapi;
+use crate::periods::{Period, PeriodKind, PeriodView};
 use crate::ranking::Ranking;
 use crate::stream::{self, Feed, Refused};
 
@@ -77,6 +79,39 @@ pub struct Page {
     /// Entries to skip from the top.
     #[param(minimum = 0, maximum = 100000, default = 0)]
     offset: Option<i64>,
+    /// A period's board instead of the all-time one: the calendar day, ISO week or month of
+    /// the sell-out in `RANKING_TIMEZONE`.
+    #[param(pattern = "^(day|week|month)$")]
+    period: Option<String>,
+    /// A date in the period (`YYYY-MM-DD`, in `RANKING_TIMEZONE`); today there by default.
+    /// Only with `period`.
+    #[param(format = Date)]
+    at: Option<String>,
+}
+
+/// 400 for a bad `period` or `at`.
+fn invalid_period(detail: impl Into<String>) -> Response {
+    Problem::new(StatusCode::BAD_REQUEST, "INVALID_PERIOD", detail).into_response()
+}
+
+/// The period `period` and `at` ask for (`None`: the all-time board), or why they ask for none.
+fn requested_period(ranking: &Ranking, page: &Page) -> Result<Option<Period>, String> {
+    let kind = match (&page.period, &page.at) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => return Err("at is only meaningful with period".to_owned()),
+        (Some(kind), _) => kind
+            .parse::<PeriodKind>()
+            .map_err(|why| format!("period {why}"))?,
+    };
+    let at = match &page.at {
+        None => ranking.periods().today(),
+        Some(at) => NaiveDate::parse_from_str(at, "%Y-%m-%d")
+            .map_err(|_| format!("at must be a date as YYYY-MM-DD, got {at:?}"))?,
+    };
+    let period = ranking.periods().period(kind, at);
+    period
+        .map(Some)
+        .ok_or_else(|| format!("at {at} has no {} board", kind.as_str()))
 }
 
 fn malformed(detail: impl Into<String>) -> Response {
@@ -94,7 +129,8 @@ fn ranking_unavailable(error: &redis::RedisError) -> Response {
     .into_response()
 }
 
-/// The sell-out ranking, fastest first. Straight from Redis on every request: no cache can show a
+/// The sell-out ranking, fastest first: the all-time board, or with `period` the board of a
+/// day, ISO week or month. Straight from Redis on every request: no cache can show a
 /// stale ranking.
 #[utoipa::path(
     get,
@@ -126,14 +162,23 @@ pub async fn sold_out_ranking(
             "offset must be between 0 and {MAX_OFFSET}, got {offset}"
         ));
     }
+    let period = match requested_period(&state.ranking, &page) {
+        Ok(period) => period,
+        Err(why) => return invalid_period(why),
+    };
     let mut redis = state.redis.clone();
     match state
         .ranking
-        .top(&mut redis, offset as u64, limit as u64)
+        .top_of(&mut redis, period.as_ref(), offset as u64, limit as u64)
         .await
     {
         Ok(entries) => {
-            Json(json!({ "key": state.ranking.key(), "entries": entries })).into_response()
+            let key = state.ranking.board_key(period.as_ref());
+            let mut body = json!({ "key": key, "entries": entries });
+            if let Some(period) = &period {
+                body["period"] = json!(PeriodView::new(period, state.ranking.periods()));
+            }
+            Json(body).into_response()
         }
         Err(error) => ranking_unavailable(&error),
     }

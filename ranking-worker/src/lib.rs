@@ -10,6 +10,7 @@ pub mod http;
 pub mod leadership;
 pub mod log;
 pub mod openapi;
+pub mod periods;
 pub mod ranking;
 pub mod redis_conn;
 pub mod relay;

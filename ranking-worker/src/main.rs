@@ -2,6 +2,7 @@ use anyhow::Context;
 use ranking_worker::cli::{Cli, Command, ConsumersCommand, DeadLettersCommand, RedisArgs};
 use ranking_worker::commands::{consumers, dead_letters, prune, replay, status, top};
 use ranking_worker::log::ReplayFilter;
+use ranking_worker::periods::PeriodView;
 use ranking_worker::ranking::Ranking;
 use ranking_worker::worker::{Worker, WorkerSettings};
 use shared::config::DatabaseArgs;
@@ -33,6 +34,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 http_addr: args.http_addr,
                 redis_url: args.redis.redis_url.clone(),
                 ranking_keys: args.redis.ranking_key.clone(),
+                periods: args.redis.periods(),
                 relay: args.relay_settings(),
                 poll_interval: args.poll_interval(),
                 max_connections: args.database.database_max_connections,
@@ -154,19 +156,31 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Top(args) => {
             shared::telemetry::init_for_commands(cli.log.log_format);
             let (mut redis, ranking) = connect_ranking(&args.redis)?;
+            let period = match args.period {
+                Some(kind) => {
+                    let at = args.at.unwrap_or_else(|| ranking.periods().today());
+                    let period = ranking.periods().period(kind, at);
+                    Some(
+                        period
+                            .with_context(|| format!("--at {at} has no {} board", kind.as_str()))?,
+                    )
+                }
+                None => None,
+            };
+            let key = ranking.board_key(period.as_ref());
             let entries = ranking
-                .top(&mut redis, 0, args.limit)
+                .top_of(&mut redis, period.as_ref(), 0, args.limit)
                 .await
                 .context("reading the ranking from Redis")?;
             if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string(
-                        &serde_json::json!({ "key": ranking.key(), "entries": entries })
-                    )?
-                );
+                let mut page = serde_json::json!({ "key": key, "entries": entries });
+                if let Some(period) = &period {
+                    page["period"] =
+                        serde_json::to_value(PeriodView::new(period, ranking.periods()))?;
+                }
+                println!("{}", serde_json::to_string(&page)?);
             } else {
-                println!("{}", top::render(ranking.key(), &entries));
+                println!("{}", top::render(&key, &entries));
             }
         }
     }
@@ -182,5 +196,5 @@ async fn connect_db(args: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
 
 fn connect_ranking(args: &RedisArgs) -> anyhow::Result<(redis::aio::ConnectionManager, Ranking)> {
     let redis = ranking_worker::redis_conn::connect(&args.redis_url)?;
-    Ok((redis, Ranking::new(args.ranking_key.clone())))
+    Ok((redis, args.ranking()))
 }

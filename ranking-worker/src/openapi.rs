@@ -83,8 +83,25 @@ pub async fn document() -> Response {
 pub struct RankingPage {
     /// The Redis key of the ranking read.
     key: String,
+    /// The period whose board was read (`?period=`); absent for the all-time board.
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    period: Option<RankingPeriod>,
     /// Fastest sell-out first; equal scores share a rank.
     entries: Vec<RankingEntry>,
+}
+
+/// A period's board (`periods::PeriodView`).
+#[derive(Serialize, ToSchema)]
+pub struct RankingPeriod {
+    /// `day`, `week` or `month`.
+    kind: String,
+    /// `2026-11-25`, `2026-W48` (ISO week) or `2026-11`.
+    name: String,
+    /// The IANA time zone the period is reckoned in (`RANKING_TIMEZONE`).
+    time_zone: String,
+    /// The first instant after the period.
+    ends_at: DateTime<Utc>,
 }
 
 /// One ranked schedule (`ranking::Entry`).
@@ -216,7 +233,8 @@ pub struct Problem {
 #[derive(IntoResponses)]
 pub enum RankingErrors {
     /// `MALFORMED_REQUEST`: an unknown query parameter, or `limit` or `offset` not an integer
-    /// in its range.
+    /// in its range. `INVALID_PERIOD`: `period` not `day`, `week` or `month`, `at` not a date
+    /// (`YYYY-MM-DD`) or given without `period`.
     #[response(status = 400, content_type = "application/problem+json")]
     Malformed(Problem),
     /// `UNAVAILABLE`: Redis does not answer. Retry after `Retry-After` seconds.

@@ -10,6 +10,11 @@
 //! - `{K}:applied_events`: how many events the apply script has applied, for auditing;
 //! - `{K}:rebuild:{id}`, `{K}:rebuild:{id}:details`, `{K}:rebuild:{id}:started`: a rebuild in
 //!   progress;
+//! - `{K}:day:2026-11-25`, `{K}:week:2026-W48`, `{K}:month:2026-11`: the boards per period
+//!   (`periods.rs`), sorted sets like `K` (their details are `K`'s), each expiring
+//!   `RANKING_PERIOD_RETENTION_DAYS` after its period ends;
+//! - `{K}:periods`: the period boards' names, scored by their expiry, so a rebuild can replace
+//!   them all;
 //! - `{K}:feed`: the feed of new entries, a capped Redis Stream written by the apply script, one
 //!   entry per schedule entering the ranking, its ID the event's log position (`{tx_id}-{seq}`).
 //!   Every instance's live board reads it (`stream.rs`), active or standing by.
@@ -24,6 +29,7 @@ use shared::events::ConcertSoldOut;
 use uuid::Uuid;
 
 use crate::log::LogPosition;
+use crate::periods::{Period, PeriodSettings};
 
 /// The names of one ranking's keys.
 #[derive(Debug, Clone)]
@@ -35,6 +41,10 @@ pub struct RankingKeys {
     /// The feed of new entries: one per ranking, so a rebuild's keys share the live one (a
     /// rebuild restores, it never announces).
     feed: String,
+    /// What a period board's name is appended to: `{K}:`, or a rebuild's own.
+    boards: String,
+    /// The period boards' names, scored by their expiry (Unix ms).
+    periods: String,
 }
 
 impl RankingKeys {
@@ -51,6 +61,8 @@ impl RankingKeys {
             position: format!("{{{name}}}:position"),
             applied_events: format!("{{{name}}}:applied_events"),
             feed: format!("{{{name}}}:feed"),
+            boards: format!("{{{name}}}:"),
+            periods: format!("{{{name}}}:periods"),
         })
     }
 
@@ -65,7 +77,18 @@ impl RankingKeys {
             position: format!("{{{name}}}:rebuild:{id}:started"),
             applied_events: format!("{{{name}}}:rebuild:{id}:applied_events"),
             feed: self.feed.clone(),
+            boards: format!("{{{name}}}:rebuild:{id}:"),
+            periods: format!("{{{name}}}:rebuild:{id}:periods"),
         }
+    }
+
+    /// The board of `period`.
+    pub fn board(&self, period: &Period) -> String {
+        format!("{}{}", self.boards, period.name())
+    }
+
+    pub fn periods(&self) -> &str {
+        &self.periods
     }
 
     /// The keys every script is given, in this order: KEYS[1] to KEYS[4].
@@ -234,14 +257,61 @@ fn apply_args(events: &[(LogPosition, &ConcertSoldOut)]) -> Vec<String> {
     args
 }
 
-/// The restore script's arguments: (member, score, details) per event.
+/// The restore script's arguments: the count, then (member, score, details) per event.
 fn restore_args(events: &[&ConcertSoldOut]) -> Vec<String> {
-    let mut args = Vec::with_capacity(events.len() * 3);
+    let mut args = Vec::with_capacity(1 + events.len() * 3);
+    args.push(events.len().to_string());
     for event in events {
         let (member, score, details) = writes(event);
         args.extend([member, score, details]);
     }
     args
+}
+
+/// The first key of a batch's period boards in a writing script's KEYS (1-based, as Lua counts).
+const FIRST_BOARD_KEY: usize = 7;
+
+/// The period boards a batch writes, laid out for `write_boards`: the boards' keys, each once
+/// (KEYS[FIRST_BOARD_KEY..]); then the arguments: per event the KEYS index of its day, week and
+/// month board (0 for one past retention: not written again), then per board its expiry (Unix
+/// ms) and name.
+#[derive(Debug, Default)]
+struct Boards {
+    keys: Vec<String>,
+    args: Vec<String>,
+}
+
+fn boards<'e>(
+    keys: &RankingKeys,
+    settings: &PeriodSettings,
+    events: impl ExactSizeIterator<Item = &'e ConcertSoldOut>,
+) -> Boards {
+    let now = chrono::Utc::now();
+    let mut boards = Boards::default();
+    let mut index = std::collections::HashMap::new();
+    let mut expiries = Vec::new();
+    boards.args.reserve(events.len() * 3);
+    for event in events {
+        let periods = settings.periods_of(event.sold_out_at);
+        for slot in 0..3 {
+            let period = periods.as_ref().map(|periods| &periods[slot]);
+            let key_index = match period {
+                Some(period) if !settings.expired(period, now) => {
+                    *index.entry(keys.board(period)).or_insert_with_key(|key| {
+                        boards.keys.push(key.clone());
+                        let expiry = settings.expires_at(period).timestamp_millis();
+                        expiries.extend([expiry.to_string(), period.name()]);
+                        FIRST_BOARD_KEY + boards.keys.len() - 1
+                    })
+                }
+                // Past retention, or beyond the calendar: no board.
+                _ => 0,
+            };
+            boards.args.push(key_index.to_string());
+        }
+    }
+    boards.args.extend(expiries);
+    boards
 }
 
 /// Checks that the ranking's keys hold what the scripts write, before any write: Redis does
@@ -257,6 +327,43 @@ end
 local count = redis.call('GET', KEYS[4])
 if count and not tonumber(count) then
   return redis.error_reply('WRONGTYPE ' .. KEYS[4] .. ' holds no integer')
+end
+"#;
+
+/// The period boards' helpers. A writing script's KEYS[6] is the list of boards
+/// (`{K}:periods`), KEYS[FIRST_BOARD..] the batch's boards; `check_boards` checks their types before any
+/// write. `write_boards` writes the `count` events on their boards (the arguments from ARGV[at]
+/// laid out by `boards`; `event(i)` gives the i-th event's score and member) and sets each
+/// board's expiry. Returns per event how many boards it changed.
+const BOARDS: &str = r#"
+local function check_boards()
+  for i = 6, #KEYS do
+    local found = redis.call('TYPE', KEYS[i]).ok
+    if found ~= 'none' and found ~= 'zset' then
+      return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. found .. ', expected a zset')
+    end
+  end
+end
+local function write_boards(at, count, event)
+  local changed = {}
+  for i = 0, count - 1 do
+    local score, member = event(i)
+    local n = 0
+    for p = 0, 2 do
+      local k = tonumber(ARGV[at + 3 * i + p])
+      if k > 0 then n = n + redis.call('ZADD', KEYS[k], 'CH', score, member) end
+    end
+    changed[i + 1] = n
+  end
+  local expiries = at + 3 * count
+  for k = FIRST_BOARD, #KEYS do
+    local j = expiries + 2 * (k - FIRST_BOARD)
+    redis.call('PEXPIREAT', KEYS[k], ARGV[j])
+    redis.call('ZADD', KEYS[6], ARGV[j], ARGV[j + 1])
+  end
+  -- Boards that expired leave the list (TIME: seconds, then microseconds).
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. redis.call('TIME')[1] .. '000')
+  return changed
 end
 "#;
 
@@ -308,6 +415,9 @@ end
 /// {0, stored} when the position was not the expected one (another instance moved it, or Redis
 /// lost it).
 ///
+/// The events go on their period boards too (KEYS[6..], ARGV from 6 + 5 * ARGV[4]; see
+/// `BOARDS`), in the same step.
+///
 /// Then announces the events on the feed (KEYS[5], capped near ARGV[3] entries), each under its
 /// log position with its rank after the batch, if that position is after the feed's last ID: a
 /// heal or a resync that applies old events again (positions the feed has had) adds nothing, so
@@ -323,7 +433,10 @@ local feed_type = redis.call('TYPE', KEYS[5]).ok
 if feed_type ~= 'none' and feed_type ~= 'stream' then
   return redis.error_reply('WRONGTYPE ' .. KEYS[5] .. ' holds a ' .. feed_type .. ', expected a stream')
 end
+local wrong = check_boards()
+if wrong then return wrong end
 local count = write_events(6, tonumber(ARGV[4]))
+write_boards(6 + 5 * count, count, function(i) return ARGV[6 + 2 * i], ARGV[7 + 2 * i] end)
 if count > 0 then redis.call('INCRBY', KEYS[4], count) end
 redis.call('SET', KEYS[3], ARGV[2])
 local last = feed_ids(KEYS[5])
@@ -346,17 +459,24 @@ end
 return {1, ''}
 "#;
 
-/// Replay: writes each event's member, score and details, whatever the position says. Returns
-/// 1 for each event that changed the ranking (restored), 0 where it held it exactly.
+/// Replay: writes each of the ARGV[1] events' member, score and details (from ARGV[2], laid out
+/// by `restore_args`) and its period boards (KEYS[6..], see `BOARDS`), whatever the position
+/// says. Returns 1 for each event that changed the ranking or a board (restored), 0 where they
+/// held it exactly.
 const RESTORE: &str = r#"
+local wrong = check_boards()
+if wrong then return wrong end
+local count = tonumber(ARGV[1])
+local on_boards = write_boards(2 + 3 * count, count, function(i) return ARGV[3 + 3 * i], ARGV[2 + 3 * i] end)
 local result = {}
-for i = 1, #ARGV, 3 do
-  local member, score, details = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = 0, count - 1 do
+  local member, score, details = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
   local changed = redis.call('ZADD', KEYS[1], 'CH', score, member)
   if redis.call('HGET', KEYS[2], member) ~= details then
     redis.call('HSET', KEYS[2], member, details)
     changed = 1
   end
+  if on_boards[i + 1] > 0 then changed = 1 end
   result[#result + 1] = changed
 end
 return result
@@ -367,6 +487,11 @@ return result
 /// up first. Returns -2 if the rebuild's start marker is gone (Redis lost the rebuild). RENAME
 /// replaces each live key in one step, so readers see the old ranking or the new one, never an
 /// empty or partial one. Returns the new ranking's size.
+///
+/// The period boards go with it: the live ones listed in KEYS[9] are replaced by the rebuild's
+/// listed in KEYS[10] (names under the prefixes ARGV[3] and ARGV[4]; RENAME keeps a board's
+/// expiry). Their keys are only known from the lists, hence not in KEYS; they share the
+/// ranking's hash slot all the same.
 const SWAP: &str = r#"
 if redis.call('EXISTS', KEYS[7]) == 0 then return -2 end
 local stored = redis.call('GET', KEYS[3]) or ''
@@ -377,6 +502,19 @@ for i = 1, 2 do
   else
     redis.call('DEL', KEYS[i])
   end
+end
+for _, name in ipairs(redis.call('ZRANGE', KEYS[9], 0, -1)) do
+  redis.call('DEL', ARGV[3] .. name)
+end
+for _, name in ipairs(redis.call('ZRANGE', KEYS[10], 0, -1)) do
+  if redis.call('EXISTS', ARGV[4] .. name) == 1 then
+    redis.call('RENAME', ARGV[4] .. name, ARGV[3] .. name)
+  end
+end
+if redis.call('EXISTS', KEYS[10]) == 1 then
+  redis.call('RENAME', KEYS[10], KEYS[9])
+else
+  redis.call('DEL', KEYS[9])
 end
 redis.call('DEL', KEYS[7], KEYS[8])
 redis.call('SET', KEYS[3], ARGV[2])
@@ -637,6 +775,8 @@ impl Entry {
 #[derive(Clone)]
 pub struct Ranking {
     keys: RankingKeys,
+    /// How events are placed on the period boards.
+    periods: PeriodSettings,
     apply: std::sync::Arc<Script>,
     restore: std::sync::Arc<Script>,
     swap: std::sync::Arc<Script>,
@@ -648,10 +788,16 @@ pub struct Ranking {
 
 impl Ranking {
     pub fn new(keys: RankingKeys) -> Self {
-        let writer =
-            |body: &str| Script::new(&format!("{CHECK_TYPES}{WRITE_EVENTS}{FEED}{body}")).into();
+        let writer = |body: &str| {
+            let first_board = format!("local FIRST_BOARD = {FIRST_BOARD_KEY}\n");
+            Script::new(&format!(
+                "{first_board}{CHECK_TYPES}{WRITE_EVENTS}{BOARDS}{FEED}{body}"
+            ))
+            .into()
+        };
         Self {
             keys,
+            periods: PeriodSettings::default(),
             apply: writer(APPLY),
             restore: writer(RESTORE),
             swap: writer(SWAP),
@@ -662,8 +808,30 @@ impl Ranking {
         }
     }
 
+    /// The same ranking with its period boards in `periods`' time zone and retention.
+    pub fn with_periods(self, periods: PeriodSettings) -> Self {
+        Self { periods, ..self }
+    }
+
     pub fn key(&self) -> &str {
         &self.keys.ranking
+    }
+
+    pub fn periods(&self) -> &PeriodSettings {
+        &self.periods
+    }
+
+    /// The key of the board for `period`, or the all-time board's.
+    pub fn board_key(&self, period: Option<&Period>) -> String {
+        period.map_or_else(
+            || self.keys.ranking.clone(),
+            |period| self.keys.board(period),
+        )
+    }
+
+    /// The period boards `events` go on, as the writing scripts take them.
+    fn boards<'e>(&self, events: impl ExactSizeIterator<Item = &'e ConcertSoldOut>) -> Boards {
+        boards(&self.keys, &self.periods, events)
     }
 
     pub fn keys(&self) -> &RankingKeys {
@@ -692,18 +860,22 @@ impl Ranking {
         to: StoredPosition,
         events: &[(LogPosition, &ConcertSoldOut)],
     ) -> redis::RedisResult<ApplyResult> {
+        let boards = self.boards(events.iter().map(|(_, event)| *event));
         let mut invocation = self.apply.prepare_invoke();
         for key in self.keys.all() {
             invocation.key(key);
         }
-        invocation.key(&self.keys.feed);
+        invocation.key(&self.keys.feed).key(&self.keys.periods);
+        for key in &boards.keys {
+            invocation.key(key);
+        }
         invocation
             .arg(from.expected())
             .arg(to.encode())
             .arg(FEED_MAX_LEN)
             .arg(events.len())
             .arg(FEED_ANNOUNCE_MAX);
-        for arg in apply_args(events) {
+        for arg in apply_args(events).into_iter().chain(boards.args) {
             invocation.arg(arg);
         }
         let (applied, stored): (i64, String) = invocation.invoke_async(redis).await?;
@@ -725,11 +897,16 @@ impl Ranking {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let boards = self.boards(events.iter().copied());
         let mut invocation = self.restore.prepare_invoke();
         for key in self.keys.all() {
             invocation.key(key);
         }
-        for arg in restore_args(events) {
+        invocation.key(&self.keys.feed).key(&self.keys.periods);
+        for key in &boards.keys {
+            invocation.key(key);
+        }
+        for arg in restore_args(events).into_iter().chain(boards.args) {
             invocation.arg(arg);
         }
         let flags: Vec<i64> = invocation.invoke_async(redis).await?;
@@ -742,18 +919,39 @@ impl Ranking {
         redis: &mut ConnectionManager,
         events: &[&ConcertSoldOut],
     ) -> redis::RedisResult<Vec<bool>> {
+        let boards = self.boards(events.iter().copied());
         let mut pipe = redis::pipe();
-        for event in events {
+        for (i, event) in events.iter().enumerate() {
             pipe.zscore(&self.keys.ranking, member(event))
                 .hget(&self.keys.details, member(event));
+            // The boards it belongs on; one past retention counts as held.
+            for slot in &boards.args[3 * i..3 * i + 3] {
+                match slot.parse::<usize>() {
+                    Ok(index) if index >= FIRST_BOARD_KEY => {
+                        pipe.zscore(&boards.keys[index - FIRST_BOARD_KEY], member(event))
+                    }
+                    _ => pipe.zscore(&self.keys.ranking, member(event)),
+                };
+            }
         }
-        let replies: Vec<(Option<f64>, Option<String>)> = pipe.query_async(redis).await?;
+        type Reply = (
+            Option<f64>,
+            Option<String>,
+            Option<f64>,
+            Option<f64>,
+            Option<f64>,
+        );
+        let replies: Vec<Reply> = pipe.query_async(redis).await?;
         Ok(events
             .iter()
             .zip(replies)
-            .map(|(event, (score, details))| {
+            .map(|(event, (score, details, day, week, month))| {
                 let expected = serde_json::to_string(&Details::from(*event)).unwrap_or_default();
-                score != Some(event.sold_out_seconds())
+                let score_is = |held: Option<f64>| held == Some(event.sold_out_seconds());
+                !score_is(score)
+                    || !score_is(day)
+                    || !score_is(week)
+                    || !score_is(month)
                     || details.as_deref() != Some(expected.as_str())
             })
             .collect())
@@ -777,10 +975,21 @@ impl Ranking {
         Ok(rebuild)
     }
 
-    /// Deletes a rebuild that will not be swapped in.
+    /// Deletes a rebuild that will not be swapped in, its period boards too.
     pub async fn discard(&self, redis: &mut ConnectionManager) -> redis::RedisResult<()> {
+        let names: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&self.keys.periods)
+            .arg(0)
+            .arg(-1)
+            .query_async(redis)
+            .await?;
+        let boards = names
+            .iter()
+            .map(|name| format!("{}{name}", self.keys.boards));
         redis::cmd("DEL")
             .arg(&self.keys.all()[..])
+            .arg(&self.keys.periods)
+            .arg(boards.collect::<Vec<_>>())
             .exec_async(redis)
             .await
     }
@@ -798,7 +1007,14 @@ impl Ranking {
         for key in self.keys.all().into_iter().chain(rebuild.keys.all()) {
             invocation.key(key);
         }
-        invocation.arg(live.expected()).arg(to.encode());
+        invocation
+            .key(&self.keys.periods)
+            .key(&rebuild.keys.periods);
+        invocation
+            .arg(live.expected())
+            .arg(to.encode())
+            .arg(&self.keys.boards)
+            .arg(&rebuild.keys.boards);
         let size: i64 = invocation.invoke_async(redis).await?;
         Ok(match size {
             -1 => SwapResult::PositionMoved,
@@ -807,16 +1023,28 @@ impl Ranking {
         })
     }
 
-    /// Entries `offset..offset + limit`, fastest first.
+    /// Entries `offset..offset + limit` of the all-time board, fastest first.
     pub async fn top(
         &self,
         redis: &mut ConnectionManager,
         offset: u64,
         limit: u64,
     ) -> redis::RedisResult<Vec<Entry>> {
+        self.top_of(redis, None, offset, limit).await
+    }
+
+    /// Entries `offset..offset + limit` of `period`'s board (the all-time board for `None`),
+    /// fastest first, ordered and ranked as the all-time board is.
+    pub async fn top_of(
+        &self,
+        redis: &mut ConnectionManager,
+        period: Option<&Period>,
+        offset: u64,
+        limit: u64,
+    ) -> redis::RedisResult<Vec<Entry>> {
         let flat: Vec<String> = self
             .read
-            .key(&self.keys.ranking)
+            .key(self.board_key(period))
             .key(&self.keys.details)
             .arg(offset)
             .arg(limit)

@@ -17,6 +17,7 @@ use crate::consumer::{self, ConsumerRun, Sink};
 use crate::health::ConsumerHealth;
 use crate::http::{self, HttpState};
 use crate::leadership::Leadership;
+use crate::periods::PeriodSettings;
 use crate::ranking::{Ranking, RankingKeys};
 use crate::relay::{Relay, RelaySettings};
 use crate::stream::Feed;
@@ -31,6 +32,8 @@ pub struct WorkerSettings {
     pub http_addr: SocketAddr,
     pub redis_url: String,
     pub ranking_keys: RankingKeys,
+    /// The period boards' time zone and retention.
+    pub periods: PeriodSettings,
     pub relay: RelaySettings,
     pub poll_interval: Duration,
     pub max_connections: u32,
@@ -117,7 +120,7 @@ impl Worker {
             Ok(Ok(policy)) => crate::redis_conn::refuse_evicting_policy(policy.as_deref())?,
             _ => tracing::warn!("cannot reach Redis at start; the consumer waits for it"),
         }
-        let ranking = Ranking::new(settings.ranking_keys);
+        let ranking = Ranking::new(settings.ranking_keys).with_periods(settings.periods);
 
         // The consumers: one line each.
         let registrar = Registrar {

@@ -103,6 +103,7 @@ impl Harness {
             http_addr: "127.0.0.1:0".parse().unwrap(),
             redis_url: self.redis_url.clone(),
             ranking_keys: RankingKeys::parse(&self.key).unwrap(),
+            periods: self.ranking.periods().to_owned(),
             relay: settings(),
             poll_interval,
             // The smallest pool allowed: the consumer must not starve with it.

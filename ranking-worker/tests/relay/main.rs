@@ -8,6 +8,7 @@ mod failures;
 mod log_order;
 mod openapi;
 mod operations;
+mod periods;
 mod receiver;
 mod replay;
 mod retention;

@@ -186,7 +186,17 @@ async fn responses_conform_to_the_document(_: PgPoolOptions, database: PgConnect
     )
     .await;
     assert_eq!(page["entries"].as_array().unwrap().len(), 3);
-    for query in ["limit=0", "offset=100001", "sort=asc"] {
+    let month = conforms(
+        &doc,
+        "/rankings/sold-out",
+        get("/rankings/sold-out?period=month&at=2026-11-01")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(month["period"]["name"], "2026-11");
+    assert_eq!(month["entries"].as_array().unwrap().len(), 3);
+    for query in ["limit=0", "offset=100001", "sort=asc", "period=year"] {
         let response = get(&format!("/rankings/sold-out?{query}")).await.unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         conforms(&doc, "/rankings/sold-out", response).await;

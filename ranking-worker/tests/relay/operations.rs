@@ -225,6 +225,16 @@ fn bad_settings_are_one_line_errors_naming_them() {
         (("RANKING_KEY", "a{b}"), "RANKING_KEY"),
         (("POLL_INTERVAL_MS", "-5"), "POLL_INTERVAL_MS"),
         (("RANKING_HTTP_ADDR", "nowhere"), "RANKING_HTTP_ADDR"),
+        (("RANKING_TIMEZONE", "Asia/Busan"), "RANKING_TIMEZONE"),
+        (("RANKING_TIMEZONE", "+09:00"), "RANKING_TIMEZONE"),
+        (
+            ("RANKING_PERIOD_RETENTION_DAYS", "0"),
+            "RANKING_PERIOD_RETENTION_DAYS",
+        ),
+        (
+            ("RANKING_PERIOD_RETENTION_DAYS", "a year"),
+            "RANKING_PERIOD_RETENTION_DAYS",
+        ),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_ranking-worker"))
             .arg("run")
