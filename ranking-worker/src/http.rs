@@ -2,11 +2,12 @@
 //! each request counted and timed by `shared::metrics::record_request`; its OpenAPI document is
 //! built from the `#[utoipa::path]` attributes here (see `openapi.rs`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,6 +21,7 @@ use shared::problem::Problem;
 use sqlx::PgPool;
 use utoipa::IntoParams;
 
+use crate::board_cache::{BoardQuery, ReadCache, Rendered};
 use crate::consumers;
 use crate::health::ConsumerHealth;
 use crate::log;
@@ -38,6 +40,8 @@ pub struct HttpState {
     pub consumers: Vec<ConsumerHealth>,
     /// The live board's feed: its clients subscribe to it.
     pub feed: Feed,
+    /// The ranking's pages as last read, which the feed's reader invalidates.
+    pub cache: ReadCache,
 }
 
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -130,20 +134,29 @@ fn ranking_unavailable(error: &redis::RedisError) -> Response {
 }
 
 /// The sell-out ranking, fastest first: the all-time board, or with `period` the board of a
-/// day, ISO week or month. Straight from Redis on every request: no cache can show a
-/// stale ranking.
+/// day, ISO week or month. Served from this process's cache, which every change to the ranking
+/// invalidates through the feed (on every instance, as fast as the live board learns of it),
+/// with a strong `ETag` and `Cache-Control: no-cache`: a client or proxy may keep the body but
+/// asks again each time, and `If-None-Match` with the current tag gets a 304.
 #[utoipa::path(
     get,
     path = "/rankings/sold-out",
     tag = "ranking",
-    params(Page),
+    params(
+        Page,
+        ("If-None-Match" = Option<String>, Header, description = "The `ETag` of a page held: 304 if it is still the current one"),
+    ),
     responses(
-        (status = 200, description = "A page of the ranking", body = openapi::RankingPage),
+        (status = 200, description = "A page of the ranking", body = openapi::RankingPage,
+            headers(("ETag" = String, description = "Strong validator of this page"),
+                    ("Cache-Control" = String, description = "`no-cache`: revalidate before each use"))),
+        (status = 304, description = "The page is unchanged since the `ETag` sent in `If-None-Match`"),
         openapi::RankingErrors,
     )
 )]
 pub async fn sold_out_ranking(
     State(state): State<HttpState>,
+    headers: HeaderMap,
     page: Result<Query<Page>, QueryRejection>,
 ) -> Response {
     let Query(page) = match page {
@@ -166,22 +179,56 @@ pub async fn sold_out_ranking(
         Ok(period) => period,
         Err(why) => return invalid_period(why),
     };
-    let mut redis = state.redis.clone();
-    match state
-        .ranking
-        .top_of(&mut redis, period.as_ref(), offset as u64, limit as u64)
-        .await
-    {
-        Ok(entries) => {
+    let query = BoardQuery {
+        board: period.as_ref().map(Period::name),
+        limit: limit as u64,
+        offset: offset as u64,
+    };
+    let page = match state.cache.get(&query) {
+        Some(page) => page,
+        None => {
+            // Taken before Redis is read: if the ranking changes meanwhile, this read is not kept.
+            let ticket = state.cache.ticket();
+            let mut redis = state.redis.clone();
+            let entries = match state
+                .ranking
+                .top_of(&mut redis, period.as_ref(), query.offset, query.limit)
+                .await
+            {
+                Ok(entries) => entries,
+                Err(error) => return ranking_unavailable(&error),
+            };
             let key = state.ranking.board_key(period.as_ref());
             let mut body = json!({ "key": key, "entries": entries });
             if let Some(period) = &period {
                 body["period"] = json!(PeriodView::new(period, state.ranking.periods()));
             }
-            Json(body).into_response()
+            let page = Arc::new(Rendered::new(body.to_string().into()));
+            state.cache.insert(query, ticket, page.clone());
+            page
         }
-        Err(error) => ranking_unavailable(&error),
+    };
+    cached_response(&page, headers.get(header::IF_NONE_MATCH))
+}
+
+/// A cached page as the answer: 304 when the client holds it already.
+fn cached_response(page: &Rendered, if_none_match: Option<&HeaderValue>) -> Response {
+    let validators = [
+        (header::ETAG, page.etag.clone()),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+    ];
+    if if_none_match.is_some_and(|tags| page.matches(tags)) {
+        return (StatusCode::NOT_MODIFIED, validators).into_response();
     }
+    (
+        validators,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        page.body.clone(),
+    )
+        .into_response()
 }
 
 /// The ranking as it changes, as Server-Sent Events: `snapshot` (the top 20, as

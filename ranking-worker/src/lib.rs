@@ -1,6 +1,7 @@
 //! ranking-worker: consumes the Postgres outbox log into the Redis ranking of fastest sell-outs
 //! with exactly-once effect, serves the ranking, and offers the operator commands.
 
+pub mod board_cache;
 pub mod cli;
 pub mod commands;
 pub mod consumer;

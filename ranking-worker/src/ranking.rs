@@ -16,8 +16,11 @@
 //! - `{K}:periods`: the period boards' names, scored by their expiry, so a rebuild can replace
 //!   them all;
 //! - `{K}:feed`: the feed of new entries, a capped Redis Stream written by the apply script, one
-//!   entry per schedule entering the ranking, its ID the event's log position (`{tx_id}-{seq}`).
-//!   Every instance's live board reads it (`stream.rs`), active or standing by.
+//!   entry per schedule entering the ranking, its ID the event's log position (`{tx_id}-{seq}`),
+//!   or a `reset` for a change readers must read again (a backlog drained, a replay, a swap, a
+//!   heal). Every instance reads it (`stream.rs`), active or standing by: its live board and its
+//!   read cache (`board_cache.rs`) follow the ranking through it alone, so every script that
+//!   changes the ranking writes to it.
 //!
 //! The helper keys carry `K` in braces, so Redis Cluster puts them in `K`'s slot and one script
 //! may touch them all.
@@ -45,6 +48,9 @@ pub struct RankingKeys {
     boards: String,
     /// The period boards' names, scored by their expiry (Unix ms).
     periods: String,
+    /// Whether changes to these keys are announced on the feed: not a rebuild's, which nobody
+    /// reads until its swap (which announces it).
+    announces: bool,
 }
 
 impl RankingKeys {
@@ -63,6 +69,7 @@ impl RankingKeys {
             feed: format!("{{{name}}}:feed"),
             boards: format!("{{{name}}}:"),
             periods: format!("{{{name}}}:periods"),
+            announces: true,
         })
     }
 
@@ -79,6 +86,7 @@ impl RankingKeys {
             feed: self.feed.clone(),
             boards: format!("{{{name}}}:rebuild:{id}:"),
             periods: format!("{{{name}}}:rebuild:{id}:periods"),
+            announces: false,
         }
     }
 
@@ -257,7 +265,8 @@ fn apply_args(events: &[(LogPosition, &ConcertSoldOut)]) -> Vec<String> {
     args
 }
 
-/// The restore script's arguments: the count, then (member, score, details) per event.
+/// The restore script's arguments: the count, then (member, score, details) per event (then the
+/// boards' arguments, whether to announce, and the feed's cap).
 fn restore_args(events: &[&ConcertSoldOut]) -> Vec<String> {
     let mut args = Vec::with_capacity(1 + events.len() * 3);
     args.push(events.len().to_string());
@@ -370,17 +379,19 @@ end
 /// Writes the `count` events in ARGV[first..] (laid out by `apply_args`): absolute writes, so
 /// writing an event again changes nothing. Batched commands, in chunks that stay within Lua's
 /// stack (chunks of 1000 arguments keep (score, member) and (member, details) pairs together).
+/// Returns the count and how many members or details it added or changed.
 const WRITE_EVENTS: &str = r#"
 local function write_events(first, count)
   local scores_end = first + 2 * count - 1
   local details_end = first + 4 * count - 1
+  local changed = 0
   for i = first, scores_end, 1000 do
-    redis.call('ZADD', KEYS[1], unpack(ARGV, i, math.min(i + 999, scores_end)))
+    changed = changed + redis.call('ZADD', KEYS[1], 'CH', unpack(ARGV, i, math.min(i + 999, scores_end)))
   end
   for i = scores_end + 1, details_end, 1000 do
-    redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 999, details_end)))
+    changed = changed + redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 999, details_end)))
   end
-  return count
+  return count, changed
 end
 "#;
 
@@ -408,6 +419,21 @@ local function feed_ids(feed)
   end
   return last, trimmed
 end
+-- An error reply if the feed holds something else than a stream (checked before any write:
+-- Redis does not roll a script back).
+local function feed_type_error(feed)
+  local found = redis.call('TYPE', feed).ok
+  if found ~= 'none' and found ~= 'stream' then
+    return redis.error_reply('WRONGTYPE ' .. feed .. ' holds a ' .. found .. ', expected a stream')
+  end
+end
+-- Tells every reader to read the board again, for a change no entry describes (a replay, a
+-- swap, a heal): a `reset` just after the feed's last ID, under the same log position
+-- ('<tx_id>-*': Redis takes the next sequence number), so the IDs still follow the log.
+local function announce_reset(feed, max_len)
+  local ms = string.match((feed_ids(feed)), '^(%d+)-')
+  redis.call('XADD', feed, 'MAXLEN', '~', max_len, ms .. '-*', 'reset', 0)
+end
 "#;
 
 /// The consumer's step: if the stored position is ARGV[1] (compare-and-set), writes the ARGV[4]
@@ -425,18 +451,19 @@ end
 /// grow, so a new event's always is after, and the new ones are the batch's tail. More than
 /// ARGV[5] new ones (a backlog drained) are announced as one `reset` entry instead, at the last
 /// one's position: readers take a fresh snapshot, and the drain does not pay for entries no
-/// board could show one by one.
+/// board could show one by one. Old events that changed a board all the same (a heal into a
+/// ranking that lost them) are announced as a `reset`: every reader's cache must forget the
+/// boards it holds.
 const APPLY: &str = r#"
 local stored = redis.call('GET', KEYS[3]) or ''
 if stored ~= ARGV[1] then return {0, stored} end
-local feed_type = redis.call('TYPE', KEYS[5]).ok
-if feed_type ~= 'none' and feed_type ~= 'stream' then
-  return redis.error_reply('WRONGTYPE ' .. KEYS[5] .. ' holds a ' .. feed_type .. ', expected a stream')
-end
+local feed_error = feed_type_error(KEYS[5])
+if feed_error then return feed_error end
 local wrong = check_boards()
 if wrong then return wrong end
-local count = write_events(6, tonumber(ARGV[4]))
-write_boards(6 + 5 * count, count, function(i) return ARGV[6 + 2 * i], ARGV[7 + 2 * i] end)
+local count, changed = write_events(6, tonumber(ARGV[4]))
+local on_boards = write_boards(6 + 5 * count, count, function(i) return ARGV[6 + 2 * i], ARGV[7 + 2 * i] end)
+for i = 1, count do changed = changed + on_boards[i] end
 if count > 0 then redis.call('INCRBY', KEYS[4], count) end
 redis.call('SET', KEYS[3], ARGV[2])
 local last = feed_ids(KEYS[5])
@@ -447,6 +474,8 @@ for i = 0, count - 1 do
 end
 if count - first > tonumber(ARGV[5]) then
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], ARGV[ids + count - 1], 'reset', count - first)
+elseif first == count then
+  if changed > 0 then announce_reset(KEYS[5], ARGV[3]) end
 else
   for i = first, count - 1 do
     local score, member = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
@@ -462,13 +491,17 @@ return {1, ''}
 /// Replay: writes each of the ARGV[1] events' member, score and details (from ARGV[2], laid out
 /// by `restore_args`) and its period boards (KEYS[6..], see `BOARDS`), whatever the position
 /// says. Returns 1 for each event that changed the ranking or a board (restored), 0 where they
-/// held it exactly.
+/// held it exactly. If any did and the next to last argument is '1' (the live ranking, not a
+/// rebuild nobody reads yet), announces a `reset` on the feed (KEYS[5], capped near the last
+/// argument's count of entries).
 const RESTORE: &str = r#"
+local feed_error = feed_type_error(KEYS[5])
+if feed_error then return feed_error end
 local wrong = check_boards()
 if wrong then return wrong end
 local count = tonumber(ARGV[1])
 local on_boards = write_boards(2 + 3 * count, count, function(i) return ARGV[3 + 3 * i], ARGV[2 + 3 * i] end)
-local result = {}
+local result, changed_any = {}, false
 for i = 0, count - 1 do
   local member, score, details = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
   local changed = redis.call('ZADD', KEYS[1], 'CH', score, member)
@@ -478,7 +511,9 @@ for i = 0, count - 1 do
   end
   if on_boards[i + 1] > 0 then changed = 1 end
   result[#result + 1] = changed
+  if changed == 1 then changed_any = true end
 end
+if changed_any and ARGV[#ARGV - 1] == '1' then announce_reset(KEYS[5], ARGV[#ARGV]) end
 return result
 "#;
 
@@ -491,11 +526,14 @@ return result
 /// The period boards go with it: the live ones listed in KEYS[9] are replaced by the rebuild's
 /// listed in KEYS[10] (names under the prefixes ARGV[3] and ARGV[4]; RENAME keeps a board's
 /// expiry). Their keys are only known from the lists, hence not in KEYS; they share the
-/// ranking's hash slot all the same.
+/// ranking's hash slot all the same. Then announces a `reset` on the feed (KEYS[11], capped
+/// near ARGV[5] entries).
 const SWAP: &str = r#"
 if redis.call('EXISTS', KEYS[7]) == 0 then return -2 end
 local stored = redis.call('GET', KEYS[3]) or ''
 if stored ~= ARGV[1] then return -1 end
+local feed_error = feed_type_error(KEYS[11])
+if feed_error then return feed_error end
 for i = 1, 2 do
   if redis.call('EXISTS', KEYS[i + 4]) == 1 then
     redis.call('RENAME', KEYS[i + 4], KEYS[i])
@@ -518,6 +556,7 @@ else
 end
 redis.call('DEL', KEYS[7], KEYS[8])
 redis.call('SET', KEYS[3], ARGV[2])
+announce_reset(KEYS[11], ARGV[5])
 return redis.call('ZCARD', KEYS[1])
 "#;
 
@@ -909,6 +948,9 @@ impl Ranking {
         for arg in restore_args(events).into_iter().chain(boards.args) {
             invocation.arg(arg);
         }
+        invocation
+            .arg(if self.keys.announces { "1" } else { "0" })
+            .arg(FEED_MAX_LEN);
         let flags: Vec<i64> = invocation.invoke_async(redis).await?;
         Ok(flags.into_iter().map(|flag| flag == 1).collect())
     }
@@ -1009,12 +1051,14 @@ impl Ranking {
         }
         invocation
             .key(&self.keys.periods)
-            .key(&rebuild.keys.periods);
+            .key(&rebuild.keys.periods)
+            .key(&self.keys.feed);
         invocation
             .arg(live.expected())
             .arg(to.encode())
             .arg(&self.keys.boards)
-            .arg(&rebuild.keys.boards);
+            .arg(&rebuild.keys.boards)
+            .arg(FEED_MAX_LEN);
         let size: i64 = invocation.invoke_async(redis).await?;
         Ok(match size {
             -1 => SwapResult::PositionMoved,

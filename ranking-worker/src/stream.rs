@@ -10,6 +10,10 @@
 //! it missed from the feed (or a fresh snapshot), so memory per client stays bounded. A backlog
 //! drained at once is announced as one `reset`: this process reads one snapshot for all its
 //! clients.
+//!
+//! The same reader keeps the read API's cache (`board_cache.rs`) honest: every entry it reads
+//! invalidates it, and while it does not follow the feed (starting, Redis failed) the cache
+//! keeps nothing.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,6 +26,7 @@ use serde_json::json;
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::board_cache::ReadCache;
 use crate::ranking::{Announcement, Entry, FeedEntry, FeedId, Ranking};
 
 /// Entries in the snapshot a client gets on connect.
@@ -101,10 +106,12 @@ pub struct Feed {
     /// Cancelled when the reader stops (shutdown): every client's stream ends, so the HTTP
     /// server's graceful shutdown is not held open by them.
     closed: CancellationToken,
+    /// The read API's cache, which the reader invalidates on every entry.
+    cache: ReadCache,
 }
 
 impl Feed {
-    pub fn new(ranking: Ranking, redis_url: &str, max_clients: usize) -> Self {
+    pub fn new(ranking: Ranking, redis_url: &str, max_clients: usize, cache: ReadCache) -> Self {
         Self {
             ranking,
             redis_url: redis_url.to_owned(),
@@ -112,6 +119,7 @@ impl Feed {
             clients: Arc::new(Semaphore::new(max_clients)),
             max_clients,
             closed: CancellationToken::new(),
+            cache,
         }
     }
 
@@ -130,8 +138,12 @@ impl Feed {
         let mut reader = Reader {
             redis,
             cursor: None,
+            following: false,
             failures: 0,
+            cache: self.cache.clone(),
         };
+        // A stopped reader no longer sees changes: nothing may be served from the cache then.
+        let _suspend_cache = SuspendOnDrop(self.cache.clone());
         loop {
             let read = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -149,6 +161,9 @@ impl Feed {
                     }
                 }
                 Err(error) => {
+                    // Changes made meanwhile would go unnoticed.
+                    reader.cache.suspend();
+                    reader.following = false;
                     reader.failures += 1;
                     if reader.failures == 1 {
                         tracing::warn!(%error, "the live board's feed reader cannot read the feed; retrying");
@@ -242,8 +257,13 @@ struct Reader {
     redis: ConnectionManager,
     /// The last entry handed on; `None` until the feed's end is read.
     cursor: Option<FeedId>,
+    /// Whether it follows the feed: false at start and after a failure, until it has read the
+    /// feed's end again.
+    following: bool,
     /// Consecutive failed reads.
     failures: u32,
+    /// The read API's cache: invalidated by every entry read, kept only while following.
+    cache: ReadCache,
 }
 
 /// `XREAD`'s reply: per stream, its entries (ID, fields).
@@ -255,12 +275,10 @@ impl Reader {
     /// the entries after it; the cursor moves only once all of it is read, so a failure reads
     /// the same again.
     async fn read(&mut self, ranking: &Ranking) -> redis::RedisResult<Vec<Rendered>> {
-        let cursor = match self.cursor {
-            Some(cursor) => cursor,
-            None => *self
-                .cursor
-                .insert(ranking.feed_last(&mut self.redis).await?),
-        };
+        if !self.following {
+            self.follow(ranking).await?;
+        }
+        let cursor = self.cursor.unwrap_or(FeedId::START);
         let reply: XreadReply = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(FAN_OUT_CAPACITY / 2)
@@ -271,6 +289,10 @@ impl Reader {
             .arg(cursor.to_string())
             .query_async(&mut self.redis)
             .await?;
+        if reply.is_some() {
+            // Whatever the entries say, the ranking changed.
+            self.cache.invalidate();
+        }
         let (mut rendered, mut last, mut reset) = (Vec::new(), cursor, false);
         for (id, fields) in reply.into_iter().flatten().flat_map(|(_, entries)| entries) {
             let Ok(feed_id) = id.parse::<FeedId>() else {
@@ -298,6 +320,30 @@ impl Reader {
         }
         self.cursor = Some(last);
         Ok(rendered)
+    }
+
+    /// (Re)starts following the feed from its end. A feed behind the cursor was lost (Redis
+    /// restarted empty): the cursor moves back to its end, so the entries a heal writes again
+    /// are read (as changes for the cache; the clients skip the IDs they had). Every change
+    /// before the feed's end is in Redis now, so from here the cache may keep what it reads.
+    async fn follow(&mut self, ranking: &Ranking) -> redis::RedisResult<()> {
+        let end = ranking.feed_last(&mut self.redis).await?;
+        self.cursor = Some(match self.cursor {
+            Some(cursor) if cursor <= end => cursor,
+            _ => end,
+        });
+        self.cache.follow();
+        self.following = true;
+        Ok(())
+    }
+}
+
+/// Switches the read cache off when the reader stops.
+struct SuspendOnDrop(ReadCache);
+
+impl Drop for SuspendOnDrop {
+    fn drop(&mut self) {
+        self.0.suspend();
     }
 }
 

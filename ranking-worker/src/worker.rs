@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::board_cache::ReadCache;
 use crate::consumer::{self, ConsumerRun, Sink};
 use crate::health::ConsumerHealth;
 use crate::http::{self, HttpState};
@@ -142,15 +143,18 @@ impl Worker {
             consumers.push(registrar.register(sink, own));
         }
 
+        let cache = ReadCache::new();
         let feed = Feed::new(
             ranking.clone(),
             &settings.redis_url,
             settings.stream_max_clients,
+            cache.clone(),
         );
         let state = HttpState {
             pool,
             redis,
             feed: feed.clone(),
+            cache,
             ranking,
             metrics: shared::metrics::prometheus_handle(),
             consumers: consumers.iter().map(|c| c.health.clone()).collect(),

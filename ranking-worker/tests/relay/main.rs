@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod board_cache;
 mod crash;
 mod end_to_end;
 mod failures;

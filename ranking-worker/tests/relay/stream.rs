@@ -15,20 +15,20 @@ use crate::helpers::{eventually, get_json, Harness, PrivateRedis};
 
 /// One Server-Sent Event.
 #[derive(Debug)]
-struct SseEvent {
-    event: String,
-    id: Option<String>,
-    data: Value,
+pub(crate) struct SseEvent {
+    pub(crate) event: String,
+    pub(crate) id: Option<String>,
+    pub(crate) data: Value,
 }
 
 /// A client of the stream, reading its events as a browser would.
-struct SseClient {
+pub(crate) struct SseClient {
     response: reqwest::Response,
     buffer: String,
 }
 
 impl SseClient {
-    async fn connect(base: &str, last_event_id: Option<&str>) -> Self {
+    pub(crate) async fn connect(base: &str, last_event_id: Option<&str>) -> Self {
         let mut request = reqwest::Client::new().get(format!("{base}/rankings/sold-out/stream"));
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id);
@@ -43,7 +43,7 @@ impl SseClient {
     }
 
     /// The next event with data (comments and `retry:` alone are skipped), within 10 s.
-    async fn next(&mut self) -> SseEvent {
+    pub(crate) async fn next(&mut self) -> SseEvent {
         tokio::time::timeout(Duration::from_secs(10), self.read())
             .await
             .expect("an event within 10 s")
@@ -79,7 +79,7 @@ impl SseClient {
     }
 
     /// The next event, which must be an `entry`.
-    async fn entry(&mut self) -> SseEvent {
+    pub(crate) async fn entry(&mut self) -> SseEvent {
         let event = self.next().await;
         assert_eq!(event.event, "entry", "{event:?}");
         event
@@ -207,8 +207,10 @@ async fn a_client_resuming_with_last_event_id_gets_exactly_what_it_missed(
     }
 }
 
+/// What a heal, a replay or a rebuild changes is announced as a `reset` (clients get a fresh
+/// snapshot; every instance's read cache forgets its pages), never as old entries shown as new.
 #[sqlx::test(migrator = "shared::MIGRATOR")]
-async fn a_heal_a_replay_and_a_rebuild_announce_nothing(
+async fn a_heal_a_replay_and_a_rebuild_announce_no_old_entry_again(
     _: PgPoolOptions,
     database: PgConnectOptions,
 ) {
@@ -222,14 +224,22 @@ async fn a_heal_a_replay_and_a_rebuild_announce_nothing(
     let snapshot = stream.next().await;
     assert_eq!(snapshot.data["entries"].as_array().unwrap().len(), 5);
     let mut redis = harness.redis.clone();
-    let feed_length = async |redis: &mut redis::aio::ConnectionManager| -> u64 {
-        redis::cmd("XLEN")
+    // The feed's entries and resets.
+    let feed_counts = async |redis: &mut redis::aio::ConnectionManager| -> (usize, usize) {
+        let feed: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
             .arg(harness.ranking.keys().feed())
+            .arg("-")
+            .arg("+")
             .query_async(redis)
             .await
-            .unwrap()
+            .unwrap();
+        let resets = feed
+            .iter()
+            .filter(|(_, fields)| fields[0] == "reset")
+            .count();
+        (feed.len() - resets, resets)
     };
-    assert_eq!(feed_length(&mut redis).await, 5);
+    assert_eq!(feed_counts(&mut redis).await, (5, 0));
 
     // Redis loses the position (and the board): the worker heals by applying the log again.
     redis::cmd("DEL")
@@ -242,6 +252,33 @@ async fn a_heal_a_replay_and_a_rebuild_announce_nothing(
         harness.applied_events().await == 10
     })
     .await;
+    assert_eq!(feed_counts(&mut redis).await, (5, 1), "the heal is a reset");
+    let healed = stream.next().await;
+    assert_eq!(healed.event, "snapshot", "{healed:?}");
+    assert_eq!(healed.data, snapshot.data);
+    // A replay restoring what Redis lost is a reset; one that restores nothing adds nothing.
+    redis::cmd("ZREM")
+        .arg(&harness.key)
+        .arg(snapshot.data["entries"][0]["member"].as_str().unwrap())
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        replay::replay(
+            &harness.pool,
+            &mut redis,
+            &harness.ranking,
+            &ReplayFilter::default(),
+            false,
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        feed_counts(&mut redis).await,
+        (5, 2),
+        "one reset for two replays"
+    );
     replay::replay(
         &harness.pool,
         &mut redis,
@@ -254,15 +291,25 @@ async fn a_heal_a_replay_and_a_rebuild_announce_nothing(
     replay::rebuild(&harness.pool, &mut redis, &harness.ranking)
         .await
         .unwrap();
-    assert_eq!(feed_length(&mut redis).await, 5, "nothing added again");
-
-    // The next event the client gets is the next new entry, not an old one again.
-    let next = harness.enqueue(1).await;
     assert_eq!(
-        stream.entry().await.data["member"],
-        members(&next)[0].as_str()
+        feed_counts(&mut redis).await,
+        (5, 3),
+        "no entry added again; the rebuild's swap is a reset"
     );
-    assert_eq!(feed_length(&mut redis).await, 6);
+
+    // The client gets fresh snapshots of the same board, then the next new entry, and no old
+    // entry again.
+    let next = harness.enqueue(1).await;
+    let entry = loop {
+        let event = stream.next().await;
+        if event.event == "entry" {
+            break event;
+        }
+        assert_eq!(event.event, "snapshot", "{event:?}");
+        assert_eq!(event.data, snapshot.data);
+    };
+    assert_eq!(entry.data["member"], members(&next)[0].as_str());
+    assert_eq!(feed_counts(&mut redis).await, (6, 3));
 }
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
