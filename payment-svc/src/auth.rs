@@ -1,21 +1,22 @@
 //! Bearer-token authentication: HS256 JWTs with `sub` (user id), `role` and `exp` (SPEC §3).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretSlice};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Role, UserId};
 use crate::error::ApiError;
-use crate::startup::AppState;
 
 /// The signing secret: at least 32 bytes, as HS256 needs a key as long as its hash, and not a
-/// placeholder.
-#[derive(Clone)]
-pub struct JwtSecret(Vec<u8>);
+/// placeholder. Its `Debug` prints no byte of it, so no log or panic message can leak it.
+#[derive(Clone, Debug)]
+pub struct JwtSecret(SecretSlice<u8>);
 
 impl JwtSecret {
     pub const MIN_LEN: usize = 32;
@@ -43,13 +44,7 @@ impl JwtSecret {
                     .into(),
             );
         }
-        Ok(Self(value.as_bytes().to_vec()))
-    }
-}
-
-impl std::fmt::Debug for JwtSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JwtSecret(redacted)")
+        Ok(Self(value.as_bytes().to_vec().into()))
     }
 }
 
@@ -82,7 +77,7 @@ impl TokenVerifier {
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
-            key: DecodingKey::from_secret(&secret.0),
+            key: DecodingKey::from_secret(secret.0.expose_secret()),
             validation,
         }
     }
@@ -141,7 +136,7 @@ pub fn mint_token(
     Ok(jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
-        &EncodingKey::from_secret(&secret.0),
+        &EncodingKey::from_secret(secret.0.expose_secret()),
     )?)
 }
 
@@ -152,10 +147,14 @@ pub struct Caller {
     pub role: Role,
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<S> FromRequestParts<S> for Caller
+where
+    Arc<TokenVerifier>: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let header = parts
             .headers
             .get(AUTHORIZATION)
@@ -170,7 +169,7 @@ impl FromRequestParts<AppState> for Caller {
                 .ok_or(ApiError::Unauthenticated(
                     "the Authorization header must be `Bearer <token>`",
                 ))?;
-        state.tokens.verify(token)
+        Arc::<TokenVerifier>::from_ref(state).verify(token)
     }
 }
 
@@ -186,10 +185,14 @@ fn bearer_token(value: &str) -> Option<&str> {
 #[derive(Debug, Clone, Copy)]
 pub struct Admin(pub Caller);
 
-impl FromRequestParts<AppState> for Admin {
+impl<S> FromRequestParts<S> for Admin
+where
+    Arc<TokenVerifier>: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
         match caller.role {
             Role::Admin => Ok(Admin(caller)),
@@ -209,6 +212,11 @@ mod tests {
     #[test]
     fn secrets_shorter_than_32_bytes_are_refused() {
         assert!(JwtSecret::parse(&"s".repeat(31)).is_err());
+        let printed = format!("{:?}", secret());
+        assert!(
+            !printed.contains("sss"),
+            "Debug shows the secret: {printed}"
+        );
     }
 
     #[test]

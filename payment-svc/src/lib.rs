@@ -13,3 +13,4 @@ pub mod observability;
 pub mod openapi;
 pub mod routes;
 pub mod startup;
+pub mod state;

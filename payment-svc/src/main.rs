@@ -1,3 +1,10 @@
+//! payment-svc: the booking API (concerts, seat holds, points, payments) over HTTP.
+//!
+//! `serve` (the default) runs the API until SIGTERM/SIGINT, then lets requests in flight finish;
+//! `migrate` applies the workspace's migrations; `token` mints a bearer token signed with
+//! `JWT_SECRET`; `healthcheck` asks a running instance's `/readyz` (the images' HEALTHCHECK).
+//! Everything else lives in the library, so tests build the same application.
+
 use anyhow::Context;
 use payment_svc::auth::mint_token;
 use payment_svc::cli::{Cli, Command};
@@ -18,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Migrate(args)) => {
             let _log = shared::telemetry::init(cli.log.log_format);
             let pool = shared::db::pool_options(1)
-                .connect(&args.database.database_url)
+                .connect_with(args.database.database_url.connect_options())
                 .await
                 .context("connecting to DATABASE_URL")?;
             shared::MIGRATOR
@@ -29,11 +36,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Serve(args)) => {
             let _log = shared::telemetry::init(cli.log.log_format);
-            let database = args
-                .database
-                .database_url
-                .parse()
-                .context("DATABASE_URL is not a valid Postgres URL")?;
+            let database = args.database.database_url.connect_options();
             let app =
                 Application::build_with_limits(args.settings(), args.limits(), database).await?;
             let shutdown = CancellationToken::new();

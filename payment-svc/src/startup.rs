@@ -6,11 +6,9 @@ use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
-use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::{BoxError, ServiceBuilder};
@@ -21,6 +19,7 @@ use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
 use crate::observability;
 use crate::routes::{concerts, health, payments, points, reservations};
+use crate::state::AppState;
 
 /// Everything `serve` needs besides the database address.
 #[derive(Debug, Clone)]
@@ -66,17 +65,6 @@ impl Default for Limits {
             request_timeout: Duration::from_millis(Self::DEFAULT_REQUEST_TIMEOUT_MS),
         }
     }
-}
-
-/// What handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: PgPool,
-    pub tokens: Arc<TokenVerifier>,
-    /// Whole seconds, as Postgres `make_interval` takes them.
-    pub hold_ttl_seconds: f64,
-    pub max_holds_per_user: u32,
-    pub metrics: PrometheusHandle,
 }
 
 pub struct Application {
@@ -158,26 +146,12 @@ fn router(state: AppState, request_timeout: Duration) -> Router {
         }))
         .timeout(request_timeout);
     let routes = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .merge(health::router())
         .route("/openapi.json", get(crate::openapi::document))
-        .route("/admin/concerts", post(concerts::create))
-        .route("/concerts", get(concerts::list))
-        .route("/concerts/{concert_id}", get(concerts::show))
-        .route("/schedules/{schedule_id}/seats", get(concerts::seats))
-        .route("/points", get(points::balance))
-        .route("/points/charge", post(points::charge))
-        .route(
-            "/reservations",
-            post(reservations::hold).get(reservations::list),
-        )
-        .route(
-            "/reservations/{reservation_id}",
-            get(reservations::show).delete(reservations::release),
-        )
-        .route("/payments", post(payments::pay))
-        .route("/payments/{payment_id}", get(payments::show))
+        .merge(concerts::router())
+        .merge(points::router())
+        .merge(reservations::router())
+        .merge(payments::router())
         .fallback(|| async { ApiError::NotFound("route") })
         // 405 with `Allow` (axum adds the header to the fallback's answer), as RFC 9110 says.
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -1,3 +1,11 @@
+//! ranking-worker: follows the outbox as a log and keeps the sold-out ranking in Redis.
+//!
+//! `run` (the default) runs the consumers (the ranking, and the sold-out webhook when one is
+//! configured) and the HTTP API with the live board; several instances may run, one active per
+//! consumer. The other subcommands are the operator's tools: `replay`, `status`, `consumers`,
+//! `dead-letters`, `prune`, `top`, and `healthcheck` for the image. A failure is one line naming
+//! what went wrong, and exit code 1.
+
 use anyhow::Context;
 use ranking_worker::cli::{Cli, Command, ConsumersCommand, DeadLettersCommand, RedisArgs};
 use ranking_worker::commands::{consumers, dead_letters, prune, replay, status, top};
@@ -25,11 +33,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => {
             let _log = shared::telemetry::init(cli.log.log_format);
-            let database = args
-                .database
-                .database_url
-                .parse()
-                .context("DATABASE_URL is not a valid Postgres URL")?;
+            let database = args.database.database_url.connect_options();
             let settings = WorkerSettings {
                 http_addr: args.http_addr,
                 redis_url: args.redis.redis_url.clone(),
@@ -189,7 +193,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
 
 async fn connect_db(args: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
     shared::db::pool_options(2)
-        .connect(&args.database_url)
+        .connect_with(args.database_url.connect_options())
         .await
         .context("connecting to Postgres (DATABASE_URL)")
 }

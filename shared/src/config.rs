@@ -1,6 +1,8 @@
 //! Settings both binaries take, as clap argument groups with environment fallbacks.
 
 use clap::Args;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::PgConnectOptions;
 
 use crate::telemetry::LogFormat;
 
@@ -8,13 +10,65 @@ use crate::telemetry::LogFormat;
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Postgres connection URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = DatabaseUrlParser)]
+    pub database_url: DatabaseUrl,
 
     /// Most connections this process opens to Postgres.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_max_connections: u32,
+}
+
+/// A Postgres URL, checked when the command line is parsed (a bad one is a one-line error naming
+/// `DATABASE_URL`) and kept as a secret: it may hold a password, so `Debug` never prints it.
+#[derive(Debug, Clone)]
+pub struct DatabaseUrl(SecretString);
+
+impl DatabaseUrl {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        // sqlx's own message may quote the URL, password and all: name the problem only.
+        value.parse::<PgConnectOptions>().map_err(|_| {
+            "is not a valid Postgres URL (postgres://user:password@host:port/database)".to_owned()
+        })?;
+        Ok(Self(value.into()))
+    }
+
+    /// The options to connect with.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        self.0
+            .expose_secret()
+            .parse()
+            .expect("parse checked that the URL is valid")
+    }
+}
+
+/// Parses `DATABASE_URL` without echoing it: clap's usual report quotes a refused value, and
+/// this one may hold a password.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseUrlParser;
+
+impl clap::builder::TypedValueParser for DatabaseUrlParser {
+    type Value = DatabaseUrl;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<DatabaseUrl, clap::Error> {
+        let check = value
+            .to_str()
+            .ok_or_else(|| "is not valid UTF-8".to_owned())
+            .and_then(DatabaseUrl::parse);
+        check.map_err(|why| {
+            let name = arg.map_or_else(|| "DATABASE_URL".to_owned(), ToString::to_string);
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{name}': {why}\n"),
+            )
+            .with_cmd(command)
+        })
+    }
 }
 
 /// How logs are written.
@@ -84,7 +138,30 @@ fn one_line(report: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::Args as _;
+
     use super::*;
+
+    #[test]
+    fn database_urls_are_checked_and_never_printed() {
+        let url = DatabaseUrl::parse("postgres://app:hunter2@db:5432/booking").unwrap();
+        assert_eq!(url.connect_options().get_database(), Some("booking"));
+        assert!(!format!("{url:?}").contains("hunter2"));
+        let refused = DatabaseArgs::augment_args(clap::Command::new("x"))
+            .try_get_matches_from([
+                "x",
+                "--database-url",
+                "postgres://app:hunter2@db:port/booking",
+            ])
+            .unwrap_err()
+            .render()
+            .to_string();
+        assert!(refused.contains("--database-url"), "{refused}");
+        assert!(
+            !refused.contains("hunter2"),
+            "the refusal shows the password: {refused}"
+        );
+    }
 
     #[test]
     fn clap_reports_fold_into_one_line() {

@@ -2,7 +2,9 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::Json;
+use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -13,7 +15,16 @@ use crate::error::ApiError;
 use crate::extract::{JsonBody, Path, Query};
 use crate::openapi;
 use crate::routes::page;
-use crate::startup::AppState;
+use crate::state::AppState;
+
+/// Concerts and their seats: browsing for everyone, creation for admins.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/concerts", post(create))
+        .route("/concerts", get(list))
+        .route("/concerts/{concert_id}", get(show))
+        .route("/schedules/{schedule_id}/seats", get(seats))
+}
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -4,11 +4,23 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::routing::get;
 use axum::Json;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
+use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use crate::startup::AppState;
+use crate::state::AppState;
+
+/// Liveness, readiness and the Prometheus metrics.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
 
 /// Readiness must answer promptly even when Postgres hangs.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -49,8 +61,8 @@ pub async fn healthz() -> Json<Health> {
         (status = 503, description = "Postgres does not answer", body = Readiness),
     )
 )]
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let ready = tokio::time::timeout(READY_CHECK_TIMEOUT, shared::db::ping(&state.pool))
+pub async fn readyz(State(pool): State<PgPool>) -> (StatusCode, Json<Readiness>) {
+    let ready = tokio::time::timeout(READY_CHECK_TIMEOUT, shared::db::ping(&pool))
         .await
         .unwrap_or(false);
     if ready {
@@ -79,9 +91,11 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     tag = "operations",
     responses((status = 200, description = "Metrics", body = String, content_type = "text/plain"))
 )]
-pub async fn metrics(State(state): State<AppState>) -> ([(&'static str, &'static str); 1], String) {
+pub async fn metrics(
+    State(metrics): State<PrometheusHandle>,
+) -> ([(&'static str, &'static str); 1], String) {
     (
         [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        metrics.render(),
     )
 }

@@ -2,7 +2,9 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Json;
+use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -15,7 +17,14 @@ use crate::extract::{JsonBody, Path};
 use crate::idempotency::{self, Endpoint, IdempotencyKey};
 use crate::observability;
 use crate::openapi;
-use crate::startup::AppState;
+use crate::state::AppState;
+
+/// Paying for a hold, and reading a payment back.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/payments", post(pay))
+        .route("/payments/{payment_id}", get(show))
+}
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -3,7 +3,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Json;
+use axum::Router;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -14,7 +16,14 @@ use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::idempotency::{self, Begin, Endpoint, IdempotencyKey, StoredResponse};
 use crate::openapi;
-use crate::startup::AppState;
+use crate::state::AppState;
+
+/// A user's points balance and charging it.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/points", get(balance))
+        .route("/points/charge", post(charge))
+}
 
 #[derive(Serialize, ToSchema)]
 pub struct Balance {

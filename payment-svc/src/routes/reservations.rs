@@ -2,7 +2,9 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::routing::get;
 use axum::Json;
+use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -14,7 +16,14 @@ use crate::error::ApiError;
 use crate::extract::{JsonBody, Path, Query};
 use crate::openapi;
 use crate::routes::page;
-use crate::startup::AppState;
+use crate::state::AppState;
+
+/// Seat holds: taking, listing, showing and releasing them.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/reservations", get(list).post(hold))
+        .route("/reservations/{reservation_id}", get(show).delete(release))
+}
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
