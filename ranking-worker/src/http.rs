@@ -93,9 +93,9 @@ pub struct Page {
     at: Option<String>,
 }
 
-/// 400 for a bad `period` or `at`.
+/// 400 for a bad `period` or `at`: a bad query parameter, as SPEC §3 files it.
 fn invalid_period(detail: impl Into<String>) -> Response {
-    Problem::new(StatusCode::BAD_REQUEST, "INVALID_PERIOD", detail).into_response()
+    Problem::new(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST", detail).into_response()
 }
 
 /// The period `period` and `at` ask for (`None`: the all-time board), or why they ask for none.

@@ -232,9 +232,9 @@ pub struct Problem {
 /// What reading the ranking can go wrong with.
 #[derive(IntoResponses)]
 pub enum RankingErrors {
-    /// `MALFORMED_REQUEST`: an unknown query parameter, or `limit` or `offset` not an integer
-    /// in its range. `INVALID_PERIOD`: `period` not `day`, `week` or `month`, `at` not a date
-    /// (`YYYY-MM-DD`) or given without `period`.
+    /// `MALFORMED_REQUEST`: an unknown query parameter, `limit` or `offset` not an integer in
+    /// its range, `period` not `day`, `week` or `month`, or `at` not a date (`YYYY-MM-DD`) or
+    /// given without `period`.
     #[response(status = 400, content_type = "application/problem+json")]
     Malformed(Problem),
     /// `UNAVAILABLE`: Redis does not answer. Retry after `Retry-After` seconds.

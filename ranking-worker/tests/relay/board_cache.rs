@@ -344,7 +344,7 @@ async fn a_bad_query_is_still_a_400_and_not_cached(_: PgPoolOptions, database: P
         let page = get_page(&base, query, Some("*")).await;
         assert_eq!(page.status, StatusCode::BAD_REQUEST, "{query}");
         let problem: Value = serde_json::from_str(&page.body).unwrap();
-        assert_eq!(problem["code"], "INVALID_PERIOD", "{query}");
+        assert_eq!(problem["code"], "MALFORMED_REQUEST", "{query}");
     }
     assert_eq!(top_ten(&base).await.body, good.body);
     // A period's board is a page of its own, not the all-time one kept under another query.

@@ -380,7 +380,7 @@ async fn a_bad_period_or_date_is_refused_and_changes_nothing(
             "{query}"
         );
         let problem: serde_json::Value = response.json().await.unwrap();
-        assert_eq!(problem["code"], "INVALID_PERIOD", "{query}");
+        assert_eq!(problem["code"], "MALFORMED_REQUEST", "{query}");
     }
     let after = (
         all_boards(&harness.key, &mut redis).await,
