@@ -10,5 +10,7 @@ pub mod outbox;
 pub mod problem;
 pub mod signals;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use db::MIGRATOR;

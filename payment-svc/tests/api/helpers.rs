@@ -8,6 +8,7 @@ use payment_svc::domain::{Role, UserId};
 use payment_svc::startup::{Application, Limits, Settings};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
+pub use shared::testing::eventually;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -238,16 +239,4 @@ pub async fn assert_problem(response: Response, status: StatusCode, code: &str) 
         assert!(body[field].is_string(), "problem lacks {field}: {body}");
     }
     body
-}
-
-/// Polls `condition` until it holds, failing after `deadline`.
-pub async fn eventually(deadline: Duration, mut condition: impl AsyncFnMut() -> bool) {
-    let give_up = tokio::time::Instant::now() + deadline;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "condition not met within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

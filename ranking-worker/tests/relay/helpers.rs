@@ -14,6 +14,7 @@ use ranking_worker::webhook::WebhookSettings;
 use ranking_worker::worker::{Worker, WorkerSettings};
 use redis::aio::ConnectionManager;
 use shared::events::ConcertSoldOut;
+pub use shared::testing::eventually;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -317,18 +318,6 @@ pub fn event(schedule_id: i64) -> ConcertSoldOut {
         seat_count: 100,
         sale_started_at: sale,
         sold_out_at: sale + chrono::Duration::milliseconds(1_000 + schedule_id * 7_919 % 3_600_000),
-    }
-}
-
-/// Polls `condition` until it holds, failing after `deadline`.
-pub async fn eventually(deadline: Duration, mut condition: impl AsyncFnMut() -> bool) {
-    let give_up = tokio::time::Instant::now() + deadline;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < give_up,
-            "condition not met within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
