@@ -17,7 +17,6 @@ use tower_http::compression::CompressionLayer;
 use crate::auth::{JwtSecret, TokenVerifier};
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
-use crate::observability;
 use crate::routes::{concerts, health, payments, points, reservations};
 use crate::state::AppState;
 
@@ -159,7 +158,7 @@ fn router(state: AppState, request_timeout: Duration) -> Router {
         .layer(deadline)
         .layer(axum::middleware::from_fn(shared::metrics::record_request));
     // gzip for clients that accept it: a page of 1,000 seats shrinks about twentyfold.
-    observability::with_request_log(routes)
+    shared::http::with_request_log(routes)
         .layer(CompressionLayer::new())
         .with_state(state)
 }

@@ -1,5 +1,6 @@
 //! The worker's HTTP API (SPEC §6): the ranking, health, readiness, consumers and metrics,
-//! each request counted and timed by `shared::metrics::record_request`; its OpenAPI document is
+//! each request logged (`shared::http::with_request_log`) and counted and timed
+//! (`shared::metrics::record_request`); its OpenAPI document is
 //! built from the `#[utoipa::path]` attributes here (see `openapi.rs`).
 
 use std::sync::Arc;
@@ -50,7 +51,7 @@ const MAX_LIMIT: i64 = 100;
 const MAX_OFFSET: i64 = 100_000;
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(board))
         .route("/rankings/sold-out", get(sold_out_ranking))
         .route("/rankings/sold-out/stream", get(sold_out_stream))
@@ -69,8 +70,8 @@ pub fn router(state: HttpState) -> Router {
             )
         })
         // Inside the router, where the matched route template is known.
-        .layer(axum::middleware::from_fn(shared::metrics::record_request))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(shared::metrics::record_request));
+    shared::http::with_request_log(routes).with_state(state)
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -5,6 +5,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod healthcheck;
+pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod problem;
