@@ -9,7 +9,8 @@
 //! the channel's ring and is dropped; its browser reconnects with `Last-Event-ID` and gets what
 //! it missed from the feed (or a fresh snapshot), so memory per client stays bounded. A backlog
 //! drained at once is announced as one `reset`: this process reads one snapshot for all its
-//! clients.
+//! clients, and at most one per `SNAPSHOT_INTERVAL` (a drain resets the feed at every batch).
+//! Each event is rendered once, by the reader; a client's cost per event is a copy of its bytes.
 //!
 //! The same reader keeps the read API's cache (`board_cache.rs`) honest: every entry it reads
 //! invalidates it, and while it does not follow the feed (starting, Redis failed) the cache
@@ -24,6 +25,7 @@ use futures::{Stream, StreamExt};
 use redis::aio::ConnectionManager;
 use serde_json::json;
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::board_cache::ReadCache;
@@ -42,6 +44,10 @@ const BLOCK: Duration = Duration::from_secs(5);
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// The browser's wait before reconnecting (the SSE `retry:` field).
 const RECONNECT_AFTER: Duration = Duration::from_secs(2);
+/// The least time between two snapshots sent after resets: a drain announces a reset per batch
+/// (hundreds a second), and a snapshot to every client for each would cost the clients' CPU
+/// more than the drain's; the board shows the drain's progress this often instead.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(250);
 /// Pauses of the reader after a Redis failure: doubling from the first up to the last.
 const RETRY_BASE: Duration = Duration::from_millis(250);
 const RETRY_CAP: Duration = Duration::from_secs(5);
@@ -52,34 +58,32 @@ const RETRY_CAP: Duration = Duration::from_secs(5);
 struct Rendered {
     /// The feed's ID it is at: a client whose cursor is there already skips it.
     id: FeedId,
-    kind: &'static str,
-    json: String,
+    /// Serialised and framed once; each client sends a copy.
+    event: Event,
 }
 
 impl Rendered {
-    fn entry(announcement: &Announcement) -> Self {
+    fn new(id: FeedId, kind: &'static str, json: &str) -> Self {
         Self {
-            id: announcement.id,
-            kind: "entry",
-            // Serialising a struct of plain fields cannot fail.
-            json: serde_json::to_string(&announcement.entry).unwrap_or_default(),
+            id,
+            event: Event::default().event(kind).id(id.to_string()).data(json),
         }
+    }
+
+    fn entry(announcement: &Announcement) -> Self {
+        // Serialising a struct of plain fields cannot fail.
+        let json = serde_json::to_string(&announcement.entry).unwrap_or_default();
+        Self::new(announcement.id, "entry", &json)
     }
 
     /// `event: snapshot`: the top as the read API shows it, at the feed's ID it was read at.
     fn snapshot(key: &str, at: FeedId, entries: &[Entry]) -> Self {
-        Self {
-            id: at,
-            kind: "snapshot",
-            json: json!({ "key": key, "entries": entries }).to_string(),
-        }
+        let json = json!({ "key": key, "entries": entries }).to_string();
+        Self::new(at, "snapshot", &json)
     }
 
     fn event(&self) -> Event {
-        Event::default()
-            .event(self.kind)
-            .id(self.id.to_string())
-            .data(&self.json)
+        self.event.clone()
     }
 }
 
@@ -141,6 +145,8 @@ impl Feed {
             following: false,
             failures: 0,
             cache: self.cache.clone(),
+            snapshot_due: None,
+            last_snapshot: None,
         };
         // A stopped reader no longer sees changes: nothing may be served from the cache then.
         let _suspend_cache = SuspendOnDrop(self.cache.clone());
@@ -264,26 +270,36 @@ struct Reader {
     failures: u32,
     /// The read API's cache: invalidated by every entry read, kept only while following.
     cache: ReadCache,
+    /// A reset was read and its snapshot not sent yet: when it may be (`SNAPSHOT_INTERVAL`
+    /// after the last). Entries read meanwhile are not sent: the snapshot holds them.
+    snapshot_due: Option<Instant>,
+    last_snapshot: Option<Instant>,
 }
 
 /// `XREAD`'s reply: per stream, its entries (ID, fields).
 type XreadReply = Option<Vec<(String, Vec<(String, Vec<String>)>)>>;
 
 impl Reader {
-    /// The entries after the cursor, waiting up to `BLOCK` for one. A `reset` among them (a
-    /// backlog drained) is read as one snapshot, for every client of this process, followed by
-    /// the entries after it; the cursor moves only once all of it is read, so a failure reads
-    /// the same again.
+    /// The entries after the cursor, waiting up to `BLOCK` for one (or until a snapshot is
+    /// due). A `reset` among them (a backlog drained, a replay) is read as one snapshot, for
+    /// every client of this process, followed by the entries after it; resets closer together
+    /// than `SNAPSHOT_INTERVAL` share one snapshot, read when it is due. A snapshot due stays
+    /// due across a failure, so none is lost.
     async fn read(&mut self, ranking: &Ranking) -> redis::RedisResult<Vec<Rendered>> {
         if !self.following {
             self.follow(ranking).await?;
         }
         let cursor = self.cursor.unwrap_or(FeedId::START);
-        let reply: XreadReply = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(FAN_OUT_CAPACITY / 2)
-            .arg("BLOCK")
-            .arg(BLOCK.as_millis() as u64)
+        let wait = self
+            .snapshot_due
+            .map_or(BLOCK, |due| due.saturating_duration_since(Instant::now()));
+        let mut xread = redis::cmd("XREAD");
+        xread.arg("COUNT").arg(FAN_OUT_CAPACITY / 2);
+        // BLOCK 0 would wait forever: a snapshot due now reads what is there and returns.
+        if !wait.is_zero() {
+            xread.arg("BLOCK").arg(wait.as_millis().max(1) as u64);
+        }
+        let reply: XreadReply = xread
             .arg("STREAMS")
             .arg(ranking.keys().feed())
             .arg(cursor.to_string())
@@ -293,7 +309,7 @@ impl Reader {
             // Whatever the entries say, the ranking changed.
             self.cache.invalidate();
         }
-        let (mut rendered, mut last, mut reset) = (Vec::new(), cursor, false);
+        let (mut rendered, mut last) = (Vec::new(), cursor);
         for (id, fields) in reply.into_iter().flatten().flat_map(|(_, entries)| entries) {
             let Ok(feed_id) = id.parse::<FeedId>() else {
                 continue;
@@ -306,20 +322,29 @@ impl Reader {
                 // The snapshot holds what came before.
                 Some(FeedEntry::Reset(_)) => {
                     rendered.clear();
-                    reset = true;
+                    let next = self
+                        .last_snapshot
+                        .map_or_else(Instant::now, |last| last + SNAPSHOT_INTERVAL);
+                    self.snapshot_due.get_or_insert(next);
                 }
                 None => tracing::warn!(%id, "a feed entry the worker did not write; skipped"),
             }
         }
-        if reset {
-            let (at, top) = ranking.snapshot(&mut self.redis, SNAPSHOT_SIZE).await?;
-            let after = rendered.into_iter().filter(|entry| entry.id > at);
-            rendered = std::iter::once(Rendered::snapshot(ranking.key(), at, &top))
-                .chain(after)
-                .collect();
-        }
         self.cursor = Some(last);
-        Ok(rendered)
+        let Some(due) = self.snapshot_due else {
+            return Ok(rendered);
+        };
+        if Instant::now() < due {
+            // Read after the reset, so in the snapshot to come.
+            return Ok(Vec::new());
+        }
+        let (at, top) = ranking.snapshot(&mut self.redis, SNAPSHOT_SIZE).await?;
+        self.snapshot_due = None;
+        self.last_snapshot = Some(Instant::now());
+        let after = rendered.into_iter().filter(|entry| entry.id > at);
+        Ok(std::iter::once(Rendered::snapshot(ranking.key(), at, &top))
+            .chain(after)
+            .collect())
     }
 
     /// (Re)starts following the feed from its end. A feed behind the cursor was lost (Redis

@@ -6,6 +6,7 @@ mod drain;
 mod failover;
 mod latency;
 mod payments;
+mod read;
 mod report;
 mod setup;
 
@@ -58,6 +59,8 @@ enum Figure {
     Scale,
     /// The drain with live-board clients connected.
     Board,
+    /// The read API's requests per second beside /healthz's.
+    Read,
     Takeover,
     Heal,
 }
@@ -251,6 +254,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if wanted(Figure::Board) {
         println!("drain with live-board clients (figure 4b)");
         board::clients(&env, &mut report, sizes.scale_events, sizes.board_clients).await?;
+    }
+    if wanted(Figure::Read) {
+        println!("read path (figure 4c)");
+        read::read_path(&env, &mut report, sizes.seconds).await?;
     }
     if wanted(Figure::Takeover) {
         println!("takeover (figure 6)");
