@@ -1,22 +1,24 @@
 //! Confirming a payment: the one transaction that turns a hold into a sale (SPEC §1–2).
 //!
-//! In order: confirm the hold, deduct the balance, record the payment, count the seat on its
-//! schedule, and, if that was the last seat, stamp `sold_out_at` and write `ConcertSoldOut` to
-//! the outbox. All on the caller's transaction: if anything fails, none of it happened. The
-//! first four steps are one round trip, the SQL function `booking_confirm_payment`; the event,
-//! once per schedule, is written by `shared::outbox` like every outbox row.
+//! In order: claim the request's Idempotency-Key, confirm the hold, deduct the balance, record
+//! the payment, count the seat on its schedule, and, if that was the last seat, stamp
+//! `sold_out_at` and write `ConcertSoldOut` to the outbox; then store the response under the
+//! key. All of it is one statement, the SQL function `booking_pay_request`
+//! (migrations/20261126110000_pay_in_one_statement.sql), sent on its own and so committed by
+//! Postgres as its own transaction: if anything fails, none of it happened. One round trip per
+//! payment, where BEGIN and COMMIT took two more.
 
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
 use serde::Serialize;
-use shared::events::ConcertSoldOut;
-use sqlx::PgConnection;
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::idempotency::{self, StoredResponse};
 
-/// What the client is told about its payment.
+/// What the client is told about its payment. `booking_pay` writes these bytes in SQL (the
+/// stored response is the one sent, and replayed); this type is their schema, and the tests
+/// check the SQL writes exactly what serde would.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Receipt {
     pub payment_id: Uuid,
@@ -28,59 +30,55 @@ pub struct Receipt {
     pub schedule_sold_out: bool,
 }
 
-/// What `booking_pay_with_key` (migrations/20261125193000_idempotency_claim_in_sql.sql) did:
-/// the claim of the Idempotency-Key (`idempotency_claim`), and if claimed the outcome of
-/// `booking_confirm_payment` (migrations/20261125191000_seat_counters.sql) and the response
-/// `booking_pay` (migrations/20261125192000_payment_response_in_sql.sql) stored.
+/// What `booking_pay_request` did: the claim of the Idempotency-Key (`idempotency_claim`), and
+/// if claimed the outcome of `booking_confirm_payment`
+/// (migrations/20261125201000_payment_refusals_write_nothing.sql) and the response stored.
 #[derive(sqlx::FromRow)]
 struct Confirmation {
     claim: String,
-    response_status: Option<i16>,
-    response_bytes: Option<Vec<u8>>,
     outcome: Option<String>,
     amount: Option<i64>,
     balance: Option<i64>,
-    schedule_id: Option<i64>,
-    concert_id: Option<i64>,
-    concert_title: Option<String>,
-    seat_count: Option<i32>,
-    sale_starts_at: Option<DateTime<Utc>>,
-    sold_out_at: Option<DateTime<Utc>>,
+    sold_out: Option<bool>,
+    response_status: Option<i16>,
+    response_bytes: Option<Vec<u8>>,
 }
 
 /// A payment request's result: a new payment, or the first response to the same request.
 pub enum PayOutcome {
-    /// Paid on the caller's transaction, with the response stored under the request's key;
-    /// the caller commits, then sends the response.
-    Made(Receipt, StoredResponse),
-    /// The key was used before with the same body: answer with this; the caller rolls back.
+    /// Paid and committed, with this response stored under the request's key.
+    Made {
+        response: StoredResponse,
+        /// Whether this payment sold the schedule's last seat (and wrote its event).
+        sold_out: bool,
+    },
+    /// The key was used before with the same body: answer with this.
     Replay(StoredResponse),
 }
 
-/// Claims `request`'s Idempotency-Key and confirms the payment on `tx`, storing the response
-/// under the key; or finds the first response to the same request.
+/// Claims `request`'s Idempotency-Key, pays for `reservation_id` and stores the response under
+/// the key, committed; or finds the first response to the same request. A refusal is an error
+/// and has changed nothing.
 pub async fn confirm_payment(
-    tx: &mut PgConnection,
+    pool: &PgPool,
     request: &idempotency::Request<'_>,
     reservation_id: Uuid,
 ) -> Result<PayOutcome, ApiError> {
-    // The claim, steps 1 to 4 and the stored response in one statement: idempotency_claim
-    // claims the key (waiting for a request in flight with it) or reads the first response;
-    // booking_confirm_payment locks the hold and judges it by the clock after the lock,
-    // deducts, inserts the payment and counts the seat, each step commented where it is;
-    // booking_pay stores the response. Any outcome but PAID leaves a partial payment on `tx`,
-    // which the caller drops (rolls back) with the error.
-    let user = request.user;
-    let payment_id = Uuid::now_v7();
+    // idempotency_claim claims the key (waiting for a request in flight with it) or reads the
+    // first response; booking_confirm_payment locks the hold and judges it by the clock after
+    // the lock, deducts, inserts the payment and counts the seat, each step commented where it
+    // is; the payment of the last seat writes the event; booking_pay stores the response. The
+    // event id is chosen here, as every id is, and used only if this payment sells out.
     let done: Confirmation =
-        sqlx::query_as("SELECT * FROM booking_pay_with_key($1, $2, $3, $4, $5, $6)")
-            .bind(user.get())
+        sqlx::query_as("SELECT * FROM booking_pay_request($1, $2, $3, $4, $5, $6, $7)")
+            .bind(request.user.get())
             .bind(reservation_id)
-            .bind(payment_id)
+            .bind(Uuid::now_v7())
+            .bind(Uuid::now_v7())
             .bind(request.endpoint.as_str())
             .bind(request.key.as_str())
             .bind(request.hash.as_bytes())
-            .fetch_one(&mut *tx)
+            .fetch_one(pool)
             .await?;
     match idempotency::claimed(
         &done.claim,
@@ -90,60 +88,24 @@ pub async fn confirm_payment(
         idempotency::Claim::Replay(saved) => return Ok(PayOutcome::Replay(saved)),
         idempotency::Claim::Claimed => {}
     }
-    let outcome = done.outcome.clone().unwrap_or_default();
-    let unexpected =
-        || anyhow::anyhow!("booking_confirm_payment said {outcome:?} without its columns");
-    match outcome.as_str() {
+    match done.outcome.as_deref().unwrap_or_default() {
         "PAID" => {}
         "NOT_FOUND" => return Err(ApiError::NotFound("reservation")),
         "NOT_HELD" => return Err(ApiError::ReservationNotHeld),
         "EXPIRED" => return Err(ApiError::ReservationExpired),
         "INSUFFICIENT_BALANCE" => {
             let (Some(balance), Some(price)) = (done.balance, done.amount) else {
-                return Err(unexpected().into());
+                return Err(anyhow::anyhow!("INSUFFICIENT_BALANCE without the balance").into());
             };
             return Err(ApiError::InsufficientBalance { balance, price });
         }
-        other => return Err(anyhow::anyhow!("booking_confirm_payment said {other}").into()),
+        other => return Err(anyhow::anyhow!("booking_pay_request said {other:?}").into()),
     }
-    let (Some(amount), Some(balance), Some(schedule_id)) =
-        (done.amount, done.balance, done.schedule_id)
-    else {
-        return Err(unexpected().into());
+    let (Some(sold_out), Some(bytes)) = (done.sold_out, done.response_bytes) else {
+        return Err(anyhow::anyhow!("booking_pay_request paid without its response").into());
     };
-
-    // 5. The last seat: the event goes out with this transaction or not at all.
-    if let Some(sold_out_at) = done.sold_out_at {
-        let (Some(concert_id), Some(concert_title), Some(seat_count), Some(sale_started_at)) = (
-            done.concert_id,
-            done.concert_title.clone(),
-            done.seat_count,
-            done.sale_starts_at,
-        ) else {
-            return Err(unexpected().into());
-        };
-        let event = ConcertSoldOut {
-            event_id: Uuid::now_v7(),
-            concert_id,
-            schedule_id,
-            concert_title,
-            seat_count,
-            sale_started_at,
-            sold_out_at,
-        };
-        shared::outbox::enqueue(tx, &event).await?;
-    }
-
-    let receipt = Receipt {
-        payment_id,
-        reservation_id,
-        amount,
-        balance,
-        schedule_sold_out: done.sold_out_at.is_some(),
-    };
-    let Some(stored) = done.response_bytes else {
-        return Err(unexpected().into());
-    };
-    let response = StoredResponse::stored_json(StatusCode::CREATED, &receipt, stored)?;
-    Ok(PayOutcome::Made(receipt, response))
+    Ok(PayOutcome::Made {
+        response: StoredResponse::first(StatusCode::CREATED, bytes),
+        sold_out,
+    })
 }

@@ -1,10 +1,15 @@
-//! Writing to the transactional outbox. This is the only code that inserts outbox rows.
+//! Writing to the transactional outbox. This is the only Rust code that inserts outbox rows;
+//! payment-svc's payments write their `ConcertSoldOut` row inside the statement that pays, with
+//! the SQL function `outbox_enqueue_concert_sold_out`
+//! (migrations/20261126110000_pay_in_one_statement.sql), which writes the same row and
+//! notification as [`enqueue`] does.
 
 use sqlx::PgConnection;
 
 use crate::events::OutboxEvent;
 
-/// The `LISTEN`/`NOTIFY` channel that wakes the relay when an event is committed.
+/// The `LISTEN`/`NOTIFY` channel that wakes the relay when an event is committed (also named
+/// in `outbox_enqueue_concert_sold_out`).
 pub const NOTIFY_CHANNEL: &str = "outbox_ready";
 
 /// Inserts `event` into the outbox and notifies the relay, on the caller's transaction.

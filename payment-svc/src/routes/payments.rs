@@ -59,29 +59,24 @@ pub async fn pay(
     key: IdempotencyKey,
     body: JsonBody<Pay>,
 ) -> Result<Response, ApiError> {
-    let request = || idempotency::Request {
+    let request = idempotency::Request {
         user: caller.user,
         endpoint: Endpoint::Pay,
         key: &key,
         hash: &body.hash,
     };
-    let mut tx = crate::db::begin(&state.pool).await?;
-    // On error the transaction is dropped, which rolls back the payment and frees the key.
-    // The key is claimed, and the response stored, by the same statement that pays.
-    let (receipt, response) =
-        match confirm_payment(&mut tx, &request(), body.value.reservation_id).await? {
-            PayOutcome::Made(receipt, response) => (receipt, response),
-            PayOutcome::Replay(saved) => {
-                tx.rollback().await?;
-                return Ok(saved.into_response());
-            }
+    // One statement, committed on its own: the key is claimed, the payment made and the
+    // response stored together, or nothing is.
+    let (response, sold_out) =
+        match confirm_payment(&state.pool, &request, body.value.reservation_id).await? {
+            PayOutcome::Made { response, sold_out } => (response, sold_out),
+            PayOutcome::Replay(saved) => return Ok(saved.into_response()),
         };
-    tx.commit().await?;
 
     observability::payment_confirmed();
-    if receipt.schedule_sold_out {
+    if sold_out {
         observability::schedule_sold_out();
-        tracing::info!(reservation_id = %receipt.reservation_id, "payment sold out its schedule");
+        tracing::info!(reservation_id = %body.value.reservation_id, "payment sold out its schedule");
     }
     Ok(response.into_response())
 }

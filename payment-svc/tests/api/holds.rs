@@ -1,13 +1,16 @@
 //! Holds from the holder's side: retrying a hold, listing and releasing mine, the cap on live
 //! holds per user, and looking a payment up.
 
+use std::time::Duration;
+
+use chrono::Utc;
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
-use crate::helpers::{assert_problem, token, TestApp};
+use crate::helpers::{assert_problem, eventually, token, TestApp};
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn holding_a_seat_i_already_hold_returns_my_hold(
@@ -278,4 +281,58 @@ async fn live_holds_per_user_are_capped_even_when_requested_at_once(
     )
     .await;
     assert_eq!(app.fingerprint().await, before);
+}
+
+/// A hold that waited for its user's lock is judged by the database clock after the wait, not
+/// at its transaction's start: a sale that opened while it waited is open to it.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_hold_that_waited_across_the_opening_finds_the_sale_open(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let app = TestApp::spawn(database).await;
+    let opens = Utc::now() + chrono::Duration::seconds(2);
+    let (_, schedules) = app
+        .create_concert_at(1, 1, 100, opens, opens + chrono::Duration::days(1))
+        .await;
+    // Another hold of user 7 in flight: it holds the user's lock, as booking_hold takes it.
+    let mut other_hold = app.db.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('holds of user ' || 7, 0))")
+        .execute(&mut *other_hold)
+        .await
+        .unwrap();
+
+    let (held, ()) = tokio::join!(app.hold(7, schedules[0], 1), async {
+        // The hold is waiting for the lock before the sale opens...
+        eventually(Duration::from_secs(5), async || {
+            sqlx::query_scalar(
+                "SELECT count(*) = 1 FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event = 'advisory'",
+            )
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+        })
+        .await;
+        let early: bool = sqlx::query_scalar("SELECT clock_timestamp() < $1")
+            .bind(opens)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        assert!(
+            early,
+            "the hold should have been waiting before the sale opened"
+        );
+        // ...and gets the lock after it opened.
+        eventually(Duration::from_secs(10), async || {
+            sqlx::query_scalar("SELECT clock_timestamp() > $1")
+                .bind(opens)
+                .fetch_one(&app.db)
+                .await
+                .unwrap()
+        })
+        .await;
+        other_hold.commit().await.unwrap();
+    });
+    assert_eq!(held.status(), StatusCode::CREATED);
 }

@@ -152,6 +152,16 @@ async fn a_replay_returns_the_first_responses_exact_bytes(
     let first = app.pay(1, reservation, "pay").await;
     assert_eq!(first.status(), StatusCode::CREATED);
     let first = first.text().await.unwrap();
+    // The payment's response is written in SQL; it is the Receipt as serde writes it.
+    let sent: Value = serde_json::from_str(&first).unwrap();
+    let receipt = payment_svc::confirm_payment::Receipt {
+        payment_id: sent["payment_id"].as_str().unwrap().parse().unwrap(),
+        reservation_id: reservation,
+        amount: 700,
+        balance: 300,
+        schedule_sold_out: true,
+    };
+    assert_eq!(first, serde_json::to_string(&receipt).unwrap());
     let replay = app.pay(1, reservation, "pay").await;
     assert_eq!(replay.status(), StatusCode::CREATED);
     assert_eq!(replay.text().await.unwrap(), first);

@@ -293,6 +293,32 @@ async fn a_second_sold_out_event_for_a_schedule_is_refused_by_the_database(
     );
 }
 
+/// Only the payment of a schedule's last seat stamps sold_out_at: a schedule inserted with it
+/// already set (sold out with every seat unsold, never to be counted) is refused.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_schedule_is_not_created_sold_out(_: PgPoolOptions, database: PgConnectOptions) {
+    let app = TestApp::spawn(database).await;
+    let (concert_id, _) = app.create_concert(1, 1, 100).await;
+    let refused = sqlx::query(
+        "INSERT INTO schedules (concert_id, starts_at, sale_starts_at, seat_count, price,
+                                sold_out_at)
+         VALUES ($1, now() + interval '1 day', now() - interval '1 day', 3, 10, now())",
+    )
+    .bind(concert_id)
+    .execute(&app.db)
+    .await
+    .unwrap_err();
+    assert_eq!(
+        refused.as_database_error().and_then(|e| e.constraint()),
+        Some("schedules_sold_out_when_full")
+    );
+    let schedules: i64 = sqlx::query_scalar("SELECT count(*) FROM schedules")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(schedules, 1);
+}
+
 /// The design relies on READ COMMITTED (a payment waiting for the schedule's row then sees the
 /// count the previous payment left). A server whose default is REPEATABLE READ must not turn
 /// that wait into a serialization failure, a 500.

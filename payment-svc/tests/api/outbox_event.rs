@@ -1,8 +1,10 @@
 //! The ConcertSoldOut row: its payload matches SPEC §4 exactly, and it wakes the relay at commit.
 
+use chrono::{Duration, TimeZone, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::PgPool;
 
 use crate::helpers::TestApp;
 
@@ -100,4 +102,30 @@ async fn payments_before_the_last_seat_write_no_event(
         assert_eq!(paid["schedule_sold_out"], false);
     }
     assert_eq!(app.outbox_rows(schedules[0]).await, 0);
+}
+
+/// The payload is written in SQL (`json_time`), and its times must read as serde writes
+/// chrono's `DateTime<Utc>`, whatever their fraction and the session's time zone: the payload
+/// test above compares them as strings.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn times_in_the_payload_are_written_as_serde_writes_them(pool: PgPool) {
+    let mut db = pool.acquire().await.unwrap();
+    sqlx::query("SET TIME ZONE 'Asia/Seoul'")
+        .execute(&mut *db)
+        .await
+        .unwrap();
+    let whole = Utc.with_ymd_and_hms(2026, 11, 26, 23, 30, 0).unwrap();
+    for time in [
+        whole,
+        whole + Duration::milliseconds(1_500),
+        whole + Duration::microseconds(1_000_001),
+        whole + Duration::microseconds(7),
+    ] {
+        let written: String = sqlx::query_scalar("SELECT json_time($1)")
+            .bind(time)
+            .fetch_one(&mut *db)
+            .await
+            .unwrap();
+        assert_eq!(json!(written), json!(time), "{time:?}");
+    }
 }
