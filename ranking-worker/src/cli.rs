@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use shared::config::{DatabaseArgs, LogArgs};
 use uuid::Uuid;
 
+use crate::moderation::Member;
 use crate::periods::{self, PeriodKind, PeriodSettings};
 use crate::ranking::{Ranking, RankingKeys};
 use crate::relay::RelaySettings;
@@ -46,6 +47,9 @@ pub enum Command {
     Prune(PruneArgs),
     /// Print the ranking, fastest sell-out first.
     Top(TopArgs),
+    /// Hide an entry on every board (a test or fraudulent sell-out), or restore it.
+    #[command(subcommand)]
+    Ranking(RankingCommand),
     /// Exit 0 if the worker on RANKING_HTTP_ADDR is ready (its /readyz), else 1: for a
     /// container's HEALTHCHECK.
     Healthcheck(HealthcheckArgs),
@@ -305,6 +309,59 @@ pub enum ConsumersCommand {
         #[arg(long)]
         since: DateTime<Utc>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RankingCommand {
+    /// Hide an entry on the all-time board and its period boards; recorded in Postgres, so
+    /// heal, replay and replay --rebuild keep it hidden.
+    Remove(RankingRemoveArgs),
+    /// Bring a hidden entry back, with its exact score, from its event in the outbox.
+    Restore(RankingRestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RankingRemoveArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    /// The entry, as the boards name it: concert:{concert_id}:schedule:{schedule_id}.
+    pub member: Member,
+
+    /// Why it is hidden, kept with it.
+    #[arg(long)]
+    pub reason: String,
+
+    /// Who hides it, kept with it.
+    #[arg(long, env = "USER", default_value = "operator")]
+    pub by: String,
+
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RankingRestoreArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    /// The hidden entry: concert:{concert_id}:schedule:{schedule_id}.
+    pub member: Member,
+
+    /// Who restores it, kept with the record.
+    #[arg(long, env = "USER", default_value = "operator")]
+    pub by: String,
+
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ pub mod health;
 pub mod http;
 pub mod leadership;
 pub mod log;
+pub mod moderation;
 pub mod openapi;
 pub mod periods;
 pub mod ranking;

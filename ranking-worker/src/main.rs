@@ -7,8 +7,10 @@
 //! what went wrong, and exit code 1.
 
 use anyhow::Context;
-use ranking_worker::cli::{Cli, Command, ConsumersCommand, DeadLettersCommand, RedisArgs};
-use ranking_worker::commands::{consumers, dead_letters, prune, replay, status, top};
+use ranking_worker::cli::{
+    Cli, Command, ConsumersCommand, DeadLettersCommand, RankingCommand, RedisArgs,
+};
+use ranking_worker::commands::{consumers, dead_letters, moderation, prune, replay, status, top};
 use ranking_worker::log::ReplayFilter;
 use ranking_worker::periods::PeriodView;
 use ranking_worker::ranking::Ranking;
@@ -149,6 +151,37 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!("{report}");
+            }
+        }
+        Command::Ranking(RankingCommand::Remove(args)) => {
+            shared::telemetry::init_for_commands(cli.log.log_format);
+            let pool = connect_db(&args.database).await?;
+            let (mut redis, ranking) = connect_ranking(&args.redis)?;
+            let removed = moderation::remove(
+                &pool,
+                &mut redis,
+                &ranking,
+                &args.member,
+                &args.reason,
+                &args.by,
+            )
+            .await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&removed)?);
+            } else {
+                println!("{removed}");
+            }
+        }
+        Command::Ranking(RankingCommand::Restore(args)) => {
+            shared::telemetry::init_for_commands(cli.log.log_format);
+            let pool = connect_db(&args.database).await?;
+            let (mut redis, ranking) = connect_ranking(&args.redis)?;
+            let restored =
+                moderation::restore(&pool, &mut redis, &ranking, &args.member, &args.by).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&restored)?);
+            } else {
+                println!("{restored}");
             }
         }
         Command::Healthcheck(args) => {

@@ -15,6 +15,9 @@
 //!   `RANKING_PERIOD_RETENTION_DAYS` after its period ends;
 //! - `{K}:periods`: the period boards' names, scored by their expiry, so a rebuild can replace
 //!   them all;
+//! - `{K}:hidden`: the members an operator hid (`moderation.rs`), loaded from Postgres, where
+//!   they are recorded; its empty member `""` marks it as loaded. A script that writes the
+//!   boards refuses to run without it (Redis lost it), and skips the members it names;
 //! - `{K}:feed`: the feed of new entries, a capped Redis Stream written by the apply script, one
 //!   entry per schedule entering the ranking, its ID the event's log position (`{tx_id}-{seq}`),
 //!   or a `reset` for a change readers must read again (a backlog drained, a replay, a swap, a
@@ -51,6 +54,8 @@ pub struct RankingKeys {
     /// Whether changes to these keys are announced on the feed: not a rebuild's, which nobody
     /// reads until its swap (which announces it).
     announces: bool,
+    /// The hidden members: one per ranking, so a rebuild skips what the live one hides.
+    hidden: String,
 }
 
 impl RankingKeys {
@@ -70,6 +75,7 @@ impl RankingKeys {
             boards: format!("{{{name}}}:"),
             periods: format!("{{{name}}}:periods"),
             announces: true,
+            hidden: format!("{{{name}}}:hidden"),
         })
     }
 
@@ -87,6 +93,7 @@ impl RankingKeys {
             boards: format!("{{{name}}}:rebuild:{id}:"),
             periods: format!("{{{name}}}:rebuild:{id}:periods"),
             announces: false,
+            hidden: self.hidden.clone(),
         }
     }
 
@@ -97,6 +104,10 @@ impl RankingKeys {
 
     pub fn periods(&self) -> &str {
         &self.periods
+    }
+
+    pub fn hidden(&self) -> &str {
+        &self.hidden
     }
 
     /// The keys every script is given, in this order: KEYS[1] to KEYS[4].
@@ -278,7 +289,7 @@ fn restore_args(events: &[&ConcertSoldOut]) -> Vec<String> {
 }
 
 /// The first key of a batch's period boards in a writing script's KEYS (1-based, as Lua counts).
-const FIRST_BOARD_KEY: usize = 7;
+const FIRST_BOARD_KEY: usize = 8;
 
 /// The period boards a batch writes, laid out for `write_boards`: the boards' keys, each once
 /// (KEYS[FIRST_BOARD_KEY..]); then the arguments: per event the KEYS index of its day, week and
@@ -339,28 +350,45 @@ if count and not tonumber(count) then
 end
 "#;
 
-/// The period boards' helpers. A writing script's KEYS[6] is the list of boards
-/// (`{K}:periods`), KEYS[FIRST_BOARD..] the batch's boards; `check_boards` checks their types before any
-/// write. `write_boards` writes the `count` events on their boards (the arguments from ARGV[at]
-/// laid out by `boards`; `event(i)` gives the i-th event's score and member) and sets each
-/// board's expiry. Returns per event how many boards it changed.
+/// The period boards' and hidden members' helpers. A writing script's KEYS[6] is the list of
+/// boards (`{K}:periods`), KEYS[7] the hidden members, KEYS[FIRST_BOARD..] the batch's boards.
+/// `check_boards` checks their types before any write, and that the hidden members are loaded
+/// (else an `UNLOADED` error: load them from Postgres and run the script again).
+/// `hidden_members` is a lookup of the hidden members. `write_boards` writes the `count` events
+/// not hidden on their boards (the arguments from ARGV[at] laid out by `boards`; `event(i)`
+/// gives the i-th event's score and member) and sets each board's expiry. Returns per event how
+/// many boards it changed.
 const BOARDS: &str = r#"
 local function check_boards()
   for i = 6, #KEYS do
+    local expected = 'zset'
+    if i == 7 then expected = 'set' end
     local found = redis.call('TYPE', KEYS[i]).ok
-    if found ~= 'none' and found ~= 'zset' then
-      return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. found .. ', expected a zset')
+    if found ~= 'none' and found ~= expected then
+      return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. found .. ', expected a ' .. expected)
     end
   end
+  if redis.call('SISMEMBER', KEYS[7], '') == 0 then
+    return redis.error_reply('UNLOADED ' .. KEYS[7] .. ' is not loaded from Postgres')
+  end
 end
-local function write_boards(at, count, event)
+local function hidden_members()
+  local hidden = {}
+  if redis.call('SCARD', KEYS[7]) > 1 then
+    for _, member in ipairs(redis.call('SMEMBERS', KEYS[7])) do hidden[member] = true end
+  end
+  return hidden
+end
+local function write_boards(at, count, event, hidden)
   local changed = {}
   for i = 0, count - 1 do
     local score, member = event(i)
     local n = 0
-    for p = 0, 2 do
-      local k = tonumber(ARGV[at + 3 * i + p])
-      if k > 0 then n = n + redis.call('ZADD', KEYS[k], 'CH', score, member) end
+    if not hidden[member] then
+      for p = 0, 2 do
+        local k = tonumber(ARGV[at + 3 * i + p])
+        if k > 0 then n = n + redis.call('ZADD', KEYS[k], 'CH', score, member) end
+      end
     end
     changed[i + 1] = n
   end
@@ -442,7 +470,7 @@ end
 /// lost it).
 ///
 /// The events go on their period boards too (KEYS[6..], ARGV from 6 + 5 * ARGV[4]; see
-/// `BOARDS`), in the same step.
+/// `BOARDS`), in the same step. A hidden member is written on no board and not announced.
 ///
 /// Then announces the events on the feed (KEYS[5], capped near ARGV[3] entries), each under its
 /// log position with its rank after the batch, if that position is after the feed's last ID: a
@@ -461,9 +489,20 @@ local feed_error = feed_type_error(KEYS[5])
 if feed_error then return feed_error end
 local wrong = check_boards()
 if wrong then return wrong end
+local hidden = hidden_members()
 local count, changed = write_events(6, tonumber(ARGV[4]))
-local on_boards = write_boards(6 + 5 * count, count, function(i) return ARGV[6 + 2 * i], ARGV[7 + 2 * i] end)
+local on_boards = write_boards(6 + 5 * count, count, function(i) return ARGV[6 + 2 * i], ARGV[7 + 2 * i] end, hidden)
 for i = 1, count do changed = changed + on_boards[i] end
+if next(hidden) then
+  -- Written in bulk above, taken back here: hidden members are rare.
+  for i = 0, count - 1 do
+    local member = ARGV[7 + 2 * i]
+    if hidden[member] then
+      redis.call('ZREM', KEYS[1], member)
+      redis.call('HDEL', KEYS[2], member)
+    end
+  end
+end
 if count > 0 then redis.call('INCRBY', KEYS[4], count) end
 redis.call('SET', KEYS[3], ARGV[2])
 local last = feed_ids(KEYS[5])
@@ -479,10 +518,12 @@ elseif first == count then
 else
   for i = first, count - 1 do
     local score, member = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
-    -- Shared by equal scores (1, 2, 2, 4): one more than the entries scoring lower.
-    local rank = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. score) + 1
-    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], ARGV[ids + i],
-      'member', member, 'rank', rank, 'score', score, 'details', ARGV[7 + 2 * count + 2 * i])
+    if not hidden[member] then
+      -- Shared by equal scores (1, 2, 2, 4): one more than the entries scoring lower.
+      local rank = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. score) + 1
+      redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], ARGV[ids + i],
+        'member', member, 'rank', rank, 'score', score, 'details', ARGV[7 + 2 * count + 2 * i])
+    end
   end
 end
 return {1, ''}
@@ -490,24 +531,28 @@ return {1, ''}
 
 /// Replay: writes each of the ARGV[1] events' member, score and details (from ARGV[2], laid out
 /// by `restore_args`) and its period boards (KEYS[6..], see `BOARDS`), whatever the position
-/// says. Returns 1 for each event that changed the ranking or a board (restored), 0 where they
-/// held it exactly. If any did and the next to last argument is '1' (the live ranking, not a
-/// rebuild nobody reads yet), announces a `reset` on the feed (KEYS[5], capped near the last
-/// argument's count of entries).
+/// says; a hidden member is skipped. Returns 1 for each event that changed the ranking or a
+/// board (restored), 0 where they held it exactly (or it is hidden). If any did and the next to
+/// last argument is '1' (the live ranking, not a rebuild nobody reads yet), announces a `reset`
+/// on the feed (KEYS[5], capped near the last argument's count of entries).
 const RESTORE: &str = r#"
 local feed_error = feed_type_error(KEYS[5])
 if feed_error then return feed_error end
 local wrong = check_boards()
 if wrong then return wrong end
+local hidden = hidden_members()
 local count = tonumber(ARGV[1])
-local on_boards = write_boards(2 + 3 * count, count, function(i) return ARGV[3 + 3 * i], ARGV[2 + 3 * i] end)
+local on_boards = write_boards(2 + 3 * count, count, function(i) return ARGV[3 + 3 * i], ARGV[2 + 3 * i] end, hidden)
 local result, changed_any = {}, false
 for i = 0, count - 1 do
   local member, score, details = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
-  local changed = redis.call('ZADD', KEYS[1], 'CH', score, member)
-  if redis.call('HGET', KEYS[2], member) ~= details then
-    redis.call('HSET', KEYS[2], member, details)
-    changed = 1
+  local changed = 0
+  if not hidden[member] then
+    changed = redis.call('ZADD', KEYS[1], 'CH', score, member)
+    if redis.call('HGET', KEYS[2], member) ~= details then
+      redis.call('HSET', KEYS[2], member, details)
+      changed = 1
+    end
   end
   if on_boards[i + 1] > 0 then changed = 1 end
   result[#result + 1] = changed
@@ -528,12 +573,23 @@ return result
 /// expiry). Their keys are only known from the lists, hence not in KEYS; they share the
 /// ranking's hash slot all the same. Then announces a `reset` on the feed (KEYS[11], capped
 /// near ARGV[5] entries).
+///
+/// Members hidden while the rebuild ran (KEYS[12]) may be in its earlier pages: they are taken
+/// out of every board of the rebuild before it goes live.
 const SWAP: &str = r#"
 if redis.call('EXISTS', KEYS[7]) == 0 then return -2 end
 local stored = redis.call('GET', KEYS[3]) or ''
 if stored ~= ARGV[1] then return -1 end
 local feed_error = feed_type_error(KEYS[11])
 if feed_error then return feed_error end
+local hidden = redis.call('SMEMBERS', KEYS[12])
+if #hidden > 0 then
+  redis.call('ZREM', KEYS[5], unpack(hidden))
+  redis.call('HDEL', KEYS[6], unpack(hidden))
+  for _, name in ipairs(redis.call('ZRANGE', KEYS[10], 0, -1)) do
+    redis.call('ZREM', ARGV[4] .. name, unpack(hidden))
+  end
+end
 for i = 1, 2 do
   if redis.call('EXISTS', KEYS[i + 4]) == 1 then
     redis.call('RENAME', KEYS[i + 4], KEYS[i])
@@ -558,6 +614,33 @@ redis.call('DEL', KEYS[7], KEYS[8])
 redis.call('SET', KEYS[3], ARGV[2])
 announce_reset(KEYS[11], ARGV[5])
 return redis.call('ZCARD', KEYS[1])
+"#;
+
+/// Loads the hidden members (KEYS[1]) from ARGV, unless they are loaded: a list loaded is kept,
+/// since `ranking remove` and `restore` change it in Redis after Postgres. Returns 1 when it
+/// loaded.
+const LOAD_HIDDEN: &str = r#"
+if redis.call('SISMEMBER', KEYS[1], '') == 1 then return 0 end
+redis.call('SADD', KEYS[1], '')
+for i = 1, #ARGV, 1000 do
+  redis.call('SADD', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return 1
+"#;
+
+/// Hides ARGV[1]: adds it to the hidden members (KEYS[3]) and takes it off the all-time board
+/// (KEYS[1]), its details (KEYS[2]) and its period boards (KEYS[5..]); then announces a `reset`
+/// on the feed (KEYS[4], capped near ARGV[2] entries), so every live board and read cache drops
+/// it. Returns 1 if it was on the all-time board.
+const HIDE: &str = r#"
+local feed_error = feed_type_error(KEYS[4])
+if feed_error then return feed_error end
+redis.call('SADD', KEYS[3], ARGV[1])
+local ranked = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+for i = 5, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
+announce_reset(KEYS[4], ARGV[2])
+return ranked
 "#;
 
 /// A page of the ranking with its details, flat: how many entries score lower than the page's
@@ -810,6 +893,12 @@ impl Entry {
     }
 }
 
+/// Whether a writing script refused to run because the hidden members are not loaded (Redis
+/// lost them): load them from Postgres (`moderation::load_hidden`) and run it again.
+pub fn hidden_unloaded(error: &redis::RedisError) -> bool {
+    error.code() == Some("UNLOADED")
+}
+
 /// The ranking: its keys and compiled scripts.
 #[derive(Clone)]
 pub struct Ranking {
@@ -823,6 +912,8 @@ pub struct Ranking {
     snapshot: std::sync::Arc<Script>,
     feed_after: std::sync::Arc<Script>,
     feed_last: std::sync::Arc<Script>,
+    load_hidden: std::sync::Arc<Script>,
+    hide: std::sync::Arc<Script>,
 }
 
 impl Ranking {
@@ -844,6 +935,8 @@ impl Ranking {
             snapshot: Script::new(&format!("{FEED}{READ_PAGE}{SNAPSHOT}")).into(),
             feed_after: Script::new(&format!("{FEED}{FEED_AFTER}")).into(),
             feed_last: Script::new(&format!("{FEED}{FEED_LAST}")).into(),
+            load_hidden: Script::new(LOAD_HIDDEN).into(),
+            hide: Script::new(&format!("{FEED}{HIDE}")).into(),
         }
     }
 
@@ -904,7 +997,10 @@ impl Ranking {
         for key in self.keys.all() {
             invocation.key(key);
         }
-        invocation.key(&self.keys.feed).key(&self.keys.periods);
+        invocation
+            .key(&self.keys.feed)
+            .key(&self.keys.periods)
+            .key(&self.keys.hidden);
         for key in &boards.keys {
             invocation.key(key);
         }
@@ -941,7 +1037,10 @@ impl Ranking {
         for key in self.keys.all() {
             invocation.key(key);
         }
-        invocation.key(&self.keys.feed).key(&self.keys.periods);
+        invocation
+            .key(&self.keys.feed)
+            .key(&self.keys.periods)
+            .key(&self.keys.hidden);
         for key in &boards.keys {
             invocation.key(key);
         }
@@ -955,7 +1054,8 @@ impl Ranking {
         Ok(flags.into_iter().map(|flag| flag == 1).collect())
     }
 
-    /// `true` per event whose member, score or details differ from the ranking (dry run).
+    /// `true` per event whose member, score or details differ from the ranking or its boards,
+    /// hidden members aside (dry run).
     pub async fn differs(
         &self,
         redis: &mut ConnectionManager,
@@ -964,7 +1064,8 @@ impl Ranking {
         let boards = self.boards(events.iter().copied());
         let mut pipe = redis::pipe();
         for (i, event) in events.iter().enumerate() {
-            pipe.zscore(&self.keys.ranking, member(event))
+            pipe.sismember(&self.keys.hidden, member(event))
+                .zscore(&self.keys.ranking, member(event))
                 .hget(&self.keys.details, member(event));
             // The boards it belongs on; one past retention counts as held.
             for slot in &boards.args[3 * i..3 * i + 3] {
@@ -977,6 +1078,7 @@ impl Ranking {
             }
         }
         type Reply = (
+            bool,
             Option<f64>,
             Option<String>,
             Option<f64>,
@@ -987,14 +1089,16 @@ impl Ranking {
         Ok(events
             .iter()
             .zip(replies)
-            .map(|(event, (score, details, day, week, month))| {
+            .map(|(event, (hidden, score, details, day, week, month))| {
                 let expected = serde_json::to_string(&Details::from(*event)).unwrap_or_default();
                 let score_is = |held: Option<f64>| held == Some(event.sold_out_seconds());
-                !score_is(score)
-                    || !score_is(day)
-                    || !score_is(week)
-                    || !score_is(month)
-                    || details.as_deref() != Some(expected.as_str())
+                // A hidden member is held as it should be: off the boards.
+                !hidden
+                    && (!score_is(score)
+                        || !score_is(day)
+                        || !score_is(week)
+                        || !score_is(month)
+                        || details.as_deref() != Some(expected.as_str()))
             })
             .collect())
     }
@@ -1052,7 +1156,8 @@ impl Ranking {
         invocation
             .key(&self.keys.periods)
             .key(&rebuild.keys.periods)
-            .key(&self.keys.feed);
+            .key(&self.keys.feed)
+            .key(&self.keys.hidden);
         invocation
             .arg(live.expected())
             .arg(to.encode())
@@ -1159,6 +1264,64 @@ impl Ranking {
             }
         }
         Ok(Some(missed))
+    }
+
+    /// Loads the hidden members, unless Redis holds them already; `true` when it loaded.
+    pub async fn load_hidden(
+        &self,
+        redis: &mut ConnectionManager,
+        members: &[String],
+    ) -> redis::RedisResult<bool> {
+        let mut invocation = self.load_hidden.prepare_invoke();
+        invocation.key(&self.keys.hidden);
+        for member in members {
+            invocation.arg(member);
+        }
+        let loaded: i64 = invocation.invoke_async(redis).await?;
+        Ok(loaded == 1)
+    }
+
+    /// Hides `event`'s member on every board and tells the feed's readers; `true` if it was on
+    /// the all-time board.
+    pub async fn hide(
+        &self,
+        redis: &mut ConnectionManager,
+        event: &ConcertSoldOut,
+    ) -> redis::RedisResult<bool> {
+        let mut invocation = self.hide.prepare_invoke();
+        invocation
+            .key(&self.keys.ranking)
+            .key(&self.keys.details)
+            .key(&self.keys.hidden)
+            .key(&self.keys.feed);
+        // Every period's board, past retention or not: taking a member off one is harmless.
+        for period in self
+            .periods
+            .periods_of(event.sold_out_at)
+            .into_iter()
+            .flatten()
+        {
+            invocation.key(self.keys.board(&period));
+        }
+        let ranked: i64 = invocation
+            .arg(member(event))
+            .arg(FEED_MAX_LEN)
+            .invoke_async(redis)
+            .await?;
+        Ok(ranked == 1)
+    }
+
+    /// Lets the writers put `member` on the boards again.
+    pub async fn unhide(
+        &self,
+        redis: &mut ConnectionManager,
+        member: &str,
+    ) -> redis::RedisResult<()> {
+        redis::cmd("SREM")
+            .arg(&self.keys.hidden)
+            .arg(member)
+            .exec_async(redis)
+            .await
     }
 
     /// How many schedules are ranked.

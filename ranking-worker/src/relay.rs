@@ -24,7 +24,8 @@ use crate::consumer::{Cause, Pause, Sink, Step};
 use crate::consumers::{self, RANKING};
 use crate::leadership::Leadership;
 use crate::log::{self, LogPosition, LogRow};
-use crate::ranking::{member, ApplyResult, Ranking, SinkPosition, StoredPosition};
+use crate::moderation;
+use crate::ranking::{hidden_unloaded, member, ApplyResult, Ranking, SinkPosition, StoredPosition};
 
 /// How the consumer reads and backs off.
 #[derive(Debug, Clone)]
@@ -226,11 +227,7 @@ impl Relay {
             .iter()
             .map(|(row, event)| (row.position(), event))
             .collect();
-        match self
-            .ranking
-            .apply(&mut self.redis, &from, to, &batch)
-            .await?
-        {
+        match self.apply(&from, to, &batch).await? {
             ApplyResult::Applied => {
                 self.position = Some(SinkPosition::Stored(to));
                 outcome.applied = events.len();
@@ -256,6 +253,23 @@ impl Relay {
             }
         }
         Ok(outcome)
+    }
+
+    /// Applies the batch; if Redis has lost the hidden members (restarted empty), loads them
+    /// from Postgres and applies it then, so no hidden entry comes back.
+    async fn apply(
+        &mut self,
+        from: &SinkPosition,
+        to: StoredPosition,
+        batch: &[(LogPosition, &ConcertSoldOut)],
+    ) -> Result<ApplyResult, RelayError> {
+        match self.ranking.apply(&mut self.redis, from, to, batch).await {
+            Err(error) if hidden_unloaded(&error) => {
+                moderation::load_hidden(&self.pool, &mut self.redis, &self.ranking).await?;
+                Ok(self.ranking.apply(&mut self.redis, from, to, batch).await?)
+            }
+            applied => Ok(applied?),
+        }
     }
 
     /// Where to resume: Redis's own position. If it is missing, foreign or behind Postgres's
@@ -422,6 +436,15 @@ impl Sink for Relay {
     fn recover(&mut self, pause: &Pause) {
         if matches!(pause.cause, Cause::SinkUnavailable { .. }) {
             self.reconnect();
+        }
+    }
+}
+
+impl From<moderation::LoadError> for RelayError {
+    fn from(error: moderation::LoadError) -> Self {
+        match error {
+            moderation::LoadError::Redis(error) => RelayError::Sink(error),
+            moderation::LoadError::Postgres(error) => RelayError::Log(error),
         }
     }
 }

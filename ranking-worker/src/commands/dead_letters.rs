@@ -58,7 +58,7 @@ pub async fn retry(
     for row in letters_to_retry(pool, consumer, event_id).await? {
         match row.decode_sold_out() {
             Ok(event) => {
-                ranking.restore(redis, &[&event]).await?;
+                crate::moderation::restore(pool, redis, ranking, &[&event]).await?;
                 consumers::resolve_dead_letters(pool, consumer, &[row.event_id]).await?;
                 tracing::info!(event_id = %row.event_id, consumer, "dead letter applied");
                 report.applied += 1;

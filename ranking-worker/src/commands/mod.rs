@@ -3,6 +3,7 @@
 
 pub mod consumers;
 pub mod dead_letters;
+pub mod moderation;
 pub mod prune;
 pub mod replay;
 pub mod status;

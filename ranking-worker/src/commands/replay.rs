@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::consumers;
 use crate::log::{self, LogPosition, ReplayFilter};
+use crate::moderation;
 use crate::ranking::{Ranking, SinkPosition, StoredPosition, SwapResult};
 
 /// Events read from Postgres and written to Redis per round trip.
@@ -119,7 +120,7 @@ pub async fn replay(
         Ok(if dry_run {
             ranking.differs(redis, events).await?
         } else {
-            ranking.restore(redis, events).await?
+            moderation::restore(pool, redis, ranking, events).await?
         })
     })
     .await;
@@ -146,7 +147,7 @@ pub async fn rebuild(
     let mut report = ReplayReport::default();
     let built = loop {
         let caught_up = for_each_page(pool, &all, (after, upto), &progress, async |events| {
-            Ok(fresh.restore(redis, events).await?)
+            Ok(moderation::restore(pool, redis, &fresh, events).await?)
         })
         .await;
         let caught_up = match caught_up {

@@ -7,6 +7,7 @@ mod crash;
 mod end_to_end;
 mod failures;
 mod log_order;
+mod moderation;
 mod openapi;
 mod operations;
 mod periods;

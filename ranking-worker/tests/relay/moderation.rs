@@ -1,0 +1,386 @@
+//! `ranking remove` hides an entry on every board, and heal, replay and rebuild keep it hidden;
+//! `ranking restore` brings it back with its exact score (SPEC §6).
+
+use std::collections::HashMap;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use ranking_worker::commands::moderation::{self, Removed};
+use ranking_worker::commands::replay;
+use ranking_worker::log::ReplayFilter;
+use ranking_worker::moderation::Member;
+use ranking_worker::periods::PeriodKind;
+use ranking_worker::ranking::member;
+use redis::aio::ConnectionManager;
+use shared::events::ConcertSoldOut;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{eventually, get_json, settings, Harness, PrivateRedis};
+
+/// Four sell-outs on 25 November 2026 in Seoul, of distinct scores.
+async fn sold_out(harness: &Harness) -> Vec<ConcertSoldOut> {
+    let events: Vec<ConcertSoldOut> = (1..=4)
+        .map(|schedule_id| {
+            let mut event = crate::helpers::event(schedule_id);
+            event.sold_out_at = "2026-11-25T03:00:00Z".parse().unwrap();
+            event.sale_started_at = event.sold_out_at - chrono::Duration::seconds(30 * schedule_id);
+            event
+        })
+        .collect();
+    let mut tx = harness.pool.begin().await.unwrap();
+    for event in &events {
+        shared::outbox::enqueue(&mut tx, event).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    harness.drain(&mut harness.relay(settings())).await;
+    events
+}
+
+/// member → score on the all-time board and on each of the events' period boards.
+async fn boards(harness: &Harness, redis: &mut ConnectionManager) -> Vec<HashMap<String, f64>> {
+    let periods = harness.ranking.periods();
+    let at = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+    let mut keys = vec![harness.key.clone()];
+    for kind in [PeriodKind::Day, PeriodKind::Week, PeriodKind::Month] {
+        let period = periods.period(kind, at).unwrap();
+        keys.push(harness.ranking.board_key(Some(&period)));
+    }
+    let mut boards = Vec::new();
+    for key in keys {
+        let entries: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(redis)
+            .await
+            .unwrap();
+        boards.push(entries.into_iter().collect());
+    }
+    boards
+}
+
+/// Asserts every board holds exactly `events`, each with its exact score.
+async fn assert_boards_hold(
+    harness: &Harness,
+    redis: &mut ConnectionManager,
+    events: &[&ConcertSoldOut],
+) {
+    let expected: HashMap<String, f64> = events
+        .iter()
+        .map(|event| (member(event), event.sold_out_seconds()))
+        .collect();
+    for (i, board) in boards(harness, redis).await.into_iter().enumerate() {
+        assert_eq!(board, expected, "board {i} (all-time, day, week, month)");
+    }
+}
+
+fn member_of(event: &ConcertSoldOut) -> Member {
+    member(event).parse().unwrap()
+}
+
+/// `ranking-worker` with `args` on the test's database and ranking.
+fn cli(harness: &Harness, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ranking-worker"))
+        .args(args)
+        .env_clear()
+        .env("DATABASE_URL", harness.database_url())
+        .env("REDIS_URL", &harness.redis_url)
+        .env("RANKING_KEY", &harness.key)
+        .env("USER", "alice")
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+/// The feed's last entry's fields.
+async fn last_feed_entry(harness: &Harness, redis: &mut ConnectionManager) -> Vec<String> {
+    let entries: Vec<(String, Vec<String>)> = redis::cmd("XREVRANGE")
+        .arg(harness.ranking.keys().feed())
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(redis)
+        .await
+        .unwrap();
+    entries.into_iter().next().unwrap().1
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_removed_entry_leaves_every_board_and_top_and_restore_brings_it_back_exactly(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let events = sold_out(&harness).await;
+    let mut redis = harness.redis.clone();
+    let hidden = member(&events[1]);
+    // A worker's read API, its cache warm with the entry.
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let base = harness
+        .start_worker(Duration::from_millis(50), &shutdown)
+        .await;
+    let client = reqwest::Client::new();
+    let served = async |url: &str| -> Vec<String> {
+        get_json(&client, &format!("{base}{url}")).await["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["member"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let day_board = "/rankings/sold-out?period=day&at=2026-11-25";
+    assert!(served("/rankings/sold-out").await.contains(&hidden));
+    assert!(served(day_board).await.contains(&hidden));
+
+    let removed = stdout(&cli(
+        &harness,
+        &["ranking", "remove", &hidden, "--reason", "a test sale"],
+    ));
+    assert_eq!(
+        removed.trim(),
+        format!("hid {hidden} on every board (reason: a test sale)")
+    );
+    assert_boards_hold(&harness, &mut redis, &[&events[0], &events[2], &events[3]]).await;
+    let top = stdout(&cli(&harness, &["top", "--json"]));
+    let top: serde_json::Value = serde_json::from_str(&top).unwrap();
+    let ranked: Vec<(u64, &str)> = top["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            (
+                entry["rank"].as_u64().unwrap(),
+                entry["member"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ranked,
+        [
+            (1, member(&events[0]).as_str()),
+            (2, member(&events[2]).as_str()),
+            (3, member(&events[3]).as_str())
+        ]
+    );
+    let day = stdout(&cli(
+        &harness,
+        &["top", "--period", "day", "--at", "2026-11-25"],
+    ));
+    assert!(!day.contains(&hidden), "{day}");
+    // Open live boards and read caches are told to take a fresh snapshot.
+    assert_eq!(last_feed_entry(&harness, &mut redis).await[0], "reset");
+    eventually(Duration::from_secs(10), async || {
+        !served("/rankings/sold-out").await.contains(&hidden)
+            && !served(day_board).await.contains(&hidden)
+    })
+    .await;
+    let recorded: (String, String) = sqlx::query_as(
+        "SELECT reason, hidden_by FROM ranking_hidden WHERE member = $1 AND restored_at IS NULL",
+    )
+    .bind(&hidden)
+    .fetch_one(&harness.pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded, ("a test sale".to_owned(), "alice".to_owned()));
+
+    let restored = stdout(&cli(&harness, &["ranking", "restore", &hidden]));
+    assert_eq!(restored.trim(), format!("restored {hidden} on every board"));
+    assert_boards_hold(&harness, &mut redis, &events.iter().collect::<Vec<_>>()).await;
+    let entry = harness
+        .ranking
+        .top(&mut redis, 1, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((entry.rank, entry.member.as_str()), (2, hidden.as_str()));
+    assert_eq!(
+        entry.concert_title.as_deref(),
+        Some(events[1].concert_title.as_str())
+    );
+    assert_eq!(last_feed_entry(&harness, &mut redis).await[0], "reset");
+    eventually(Duration::from_secs(10), async || {
+        served("/rankings/sold-out").await.contains(&hidden)
+            && served(day_board).await.contains(&hidden)
+    })
+    .await;
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ranking_hidden WHERE member = $1 AND restored_at IS NULL",
+    )
+    .bind(&hidden)
+    .fetch_one(&harness.pool)
+    .await
+    .unwrap();
+    assert_eq!(open, 0, "the record is closed, not deleted");
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_hidden_entry_stays_hidden_through_replay_rebuild_and_a_heal(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let mut server = PrivateRedis::start();
+    let harness = Harness::with_redis(database, &server.url()).await;
+    let events = sold_out(&harness).await;
+    let mut redis = server.connection().await;
+    let hidden = member_of(&events[2]);
+    let outcome = moderation::remove(
+        &harness.pool,
+        &mut redis,
+        &harness.ranking,
+        &hidden,
+        "fraud",
+        "alice",
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        outcome,
+        Removed::Hidden {
+            was_ranked: true,
+            ..
+        }
+    ));
+    let visible = [&events[0], &events[1], &events[3]];
+    assert_boards_hold(&harness, &mut redis, &visible).await;
+
+    let all = ReplayFilter::default();
+    let report = replay::replay(&harness.pool, &mut redis, &harness.ranking, &all, false)
+        .await
+        .unwrap();
+    assert_eq!((report.restored, report.unchanged), (0, 4));
+    assert_boards_hold(&harness, &mut redis, &visible).await;
+    let dry = replay::replay(&harness.pool, &mut redis, &harness.ranking, &all, true)
+        .await
+        .unwrap();
+    assert_eq!(dry.restored, 0, "a hidden entry is held as it should be");
+
+    let rebuilt = replay::rebuild(&harness.pool, &mut redis, &harness.ranking)
+        .await
+        .unwrap();
+    assert_eq!(rebuilt.ranking_size, Some(3));
+    assert_boards_hold(&harness, &mut redis, &visible).await;
+
+    // Redis restarts empty: the heal loads the hidden entries from Postgres before writing.
+    server.restart();
+    let mut redis = server.connection().await;
+    let healed = harness.drain(&mut harness.relay(settings())).await;
+    assert!(healed.resynced);
+    assert_boards_hold(&harness, &mut redis, &visible).await;
+    // And a replay onto a Redis that lost them again loads them too.
+    redis::cmd("DEL")
+        .arg(harness.ranking.keys().hidden())
+        .arg(&harness.key)
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+    replay::replay(&harness.pool, &mut redis, &harness.ranking, &all, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        boards(&harness, &mut redis).await[0],
+        visible
+            .iter()
+            .map(|event| (member(event), event.sold_out_seconds()))
+            .collect()
+    );
+
+    moderation::restore(&harness.pool, &mut redis, &harness.ranking, &hidden, "bob")
+        .await
+        .unwrap();
+    assert_boards_hold(&harness, &mut redis, &events.iter().collect::<Vec<_>>()).await;
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn bad_input_is_refused_with_one_line_and_changes_nothing(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let events = sold_out(&harness).await;
+    let mut redis = harness.redis.clone();
+    let hidden = member(&events[0]);
+    stdout(&cli(
+        &harness,
+        &["ranking", "remove", &hidden, "--reason", "test"],
+    ));
+    let before = boards(&harness, &mut redis).await;
+    let rows = async || -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM ranking_hidden")
+            .fetch_one(&harness.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(rows().await, 1);
+
+    let never_sold_out = "concert:1:schedule:999";
+    let wrong_concert = format!("concert:77:schedule:{}", events[1].schedule_id);
+    let visible = member(&events[1]);
+    for (args, says) in [
+        (
+            vec!["ranking", "remove", "concert:1", "--reason", "x"],
+            "not a ranking member",
+        ),
+        (
+            vec![
+                "ranking",
+                "remove",
+                "concert:01:schedule:2",
+                "--reason",
+                "x",
+            ],
+            "not a ranking member",
+        ),
+        (
+            vec!["ranking", "remove", never_sold_out, "--reason", "x"],
+            "never sold out",
+        ),
+        (
+            vec!["ranking", "remove", &wrong_concert, "--reason", "x"],
+            "never sold out",
+        ),
+        (
+            vec!["ranking", "remove", &visible, "--reason", "  "],
+            "--reason",
+        ),
+        (vec!["ranking", "remove", &visible], "--reason"),
+        (vec!["ranking", "restore", &visible], "is not hidden"),
+        (
+            vec!["ranking", "restore", "schedule:2"],
+            "not a ranking member",
+        ),
+    ] {
+        let output = cli(&harness, &args);
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    assert_eq!(boards(&harness, &mut redis).await, before);
+    assert_eq!(rows().await, 1);
+
+    // Removing twice says so, and records nothing again.
+    let again = stdout(&cli(
+        &harness,
+        &["ranking", "remove", &hidden, "--reason", "other"],
+    ));
+    assert!(
+        again.starts_with(&format!("{hidden} is already hidden, since ")),
+        "{again}"
+    );
+    assert!(again.contains("by alice (reason: test)"), "{again}");
+    assert_eq!(rows().await, 1);
+    assert_eq!(boards(&harness, &mut redis).await, before);
+}
