@@ -11,7 +11,7 @@ use ranking_worker::commands::replay;
 use ranking_worker::log::ReplayFilter;
 use ranking_worker::moderation::Member;
 use ranking_worker::periods::PeriodKind;
-use ranking_worker::ranking::member;
+use ranking_worker::ranking::{member, SinkPosition, SwapResult};
 use redis::aio::ConnectionManager;
 use shared::events::ConcertSoldOut;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -383,4 +383,50 @@ async fn bad_input_is_refused_with_one_line_and_changes_nothing(
     assert!(again.contains("by alice (reason: test)"), "{again}");
     assert_eq!(rows().await, 1);
     assert_eq!(boards(&harness, &mut redis).await, before);
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn an_entry_hidden_while_a_rebuild_runs_is_not_brought_back_by_its_swap(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let events = sold_out(&harness).await;
+    let mut redis = harness.redis.clone();
+    let live = harness.ranking.position(&mut redis).await.unwrap();
+    let SinkPosition::Stored(to) = live else {
+        panic!("the drain stored a position, found {live}");
+    };
+    // The rebuild has written every event when the entry is hidden.
+    let fresh = harness.ranking.begin_rebuild(&mut redis).await.unwrap();
+    fresh
+        .restore(&mut redis, &events.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let hidden = member_of(&events[3]);
+    moderation::remove(
+        &harness.pool,
+        &mut redis,
+        &harness.ranking,
+        &hidden,
+        "fraud",
+        "alice",
+    )
+    .await
+    .unwrap();
+
+    let swapped = harness
+        .ranking
+        .swap_in(&mut redis, &fresh, &live, to)
+        .await
+        .unwrap();
+    assert_eq!(swapped, SwapResult::Swapped(3));
+    assert_boards_hold(&harness, &mut redis, &[&events[0], &events[1], &events[2]]).await;
+    let details: Option<String> = redis::cmd("HGET")
+        .arg(format!("{{{}}}:details", harness.key))
+        .arg(hidden.to_string())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(details, None);
 }
