@@ -5,6 +5,8 @@
 # after a source change compiles only what changed, not every dependency again.
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
+# sqlx checks the queries against the committed .sqlx/ data: no database while building.
+ENV SQLX_OFFLINE=true
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

@@ -171,28 +171,28 @@ pub async fn holds(pool: &PgPool, position: LogPosition) -> sqlx::Result<bool> {
     if position == LogPosition::START {
         return Ok(true);
     }
-    sqlx::query_scalar(
-        "SELECT (EXISTS (SELECT 1 FROM outbox
-                         WHERE tx_id = $1::bigint::text::xid8 AND seq = $2)
-                 OR ($1::bigint::text::xid8, $2)
-                    <= (SELECT pruned_through_tx, pruned_through_seq FROM outbox_log))
-            AND $1::bigint::text::xid8 < pg_snapshot_xmax(pg_current_snapshot())",
+    sqlx::query_scalar!(
+        r#"SELECT (EXISTS (SELECT 1 FROM outbox
+                           WHERE tx_id = $1::bigint::text::xid8 AND seq = $2)
+                   OR ($1::bigint::text::xid8, $2)
+                      <= (SELECT pruned_through_tx, pruned_through_seq FROM outbox_log))
+              AND $1::bigint::text::xid8 < pg_snapshot_xmax(pg_current_snapshot()) AS "holds!""#,
+        position.tx_id,
+        position.seq
     )
-    .bind(position.tx_id)
-    .bind(position.seq)
     .fetch_one(pool)
     .await
 }
 
 /// This log's identity (see the `outbox_log` table).
 pub async fn log_id(pool: &PgPool) -> sqlx::Result<Uuid> {
-    sqlx::query_scalar("SELECT log_id FROM outbox_log")
+    sqlx::query_scalar!("SELECT log_id FROM outbox_log")
         .fetch_one(pool)
         .await
 }
 
 /// How far a consumer at `position` is behind the log's head.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Lag {
     /// Rows after the position (visible or held back).
     pub events: i64,
@@ -201,19 +201,21 @@ pub struct Lag {
 }
 
 pub async fn lag(pool: &PgPool, position: LogPosition) -> sqlx::Result<Lag> {
-    sqlx::query_as(
-        "SELECT count(*) AS events,
-                coalesce(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8, 0) AS seconds
-         FROM outbox WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2)",
+    sqlx::query_as!(
+        Lag,
+        r#"SELECT count(*) AS "events!",
+                  coalesce(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8, 0)
+                    AS "seconds!"
+           FROM outbox WHERE (tx_id, seq) > ($1::bigint::text::xid8, $2)"#,
+        position.tx_id,
+        position.seq
     )
-    .bind(position.tx_id)
-    .bind(position.seq)
     .fetch_one(pool)
     .await
 }
 
 /// The rows the log holds: how many, and the creation times of the oldest and newest.
-#[derive(Debug, Clone, Default, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Retained {
     pub events: i64,
     pub oldest: Option<DateTime<Utc>>,
@@ -221,8 +223,10 @@ pub struct Retained {
 }
 
 pub async fn retained(pool: &PgPool) -> sqlx::Result<Retained> {
-    sqlx::query_as(
-        "SELECT count(*) AS events, min(created_at) AS oldest, max(created_at) AS newest FROM outbox",
+    sqlx::query_as!(
+        Retained,
+        r#"SELECT count(*) AS "events!", min(created_at) AS oldest, max(created_at) AS newest
+           FROM outbox"#
     )
     .fetch_one(pool)
     .await

@@ -27,18 +27,21 @@ pub struct Pruned {
 }
 
 pub async fn pruned(pool: &PgPool) -> sqlx::Result<Pruned> {
-    let (tx_id, seq, rows, sold_out_deleted, at) = sqlx::query_as(
-        "SELECT pruned_through_tx::text::bigint, pruned_through_seq, pruned_rows,
-                sold_out_deleted, pruned_at
-         FROM outbox_log",
+    let row = sqlx::query!(
+        r#"SELECT pruned_through_tx::text::bigint AS "tx_id!", pruned_through_seq, pruned_rows,
+                  sold_out_deleted, pruned_at
+           FROM outbox_log"#
     )
     .fetch_one(pool)
     .await?;
     Ok(Pruned {
-        through: LogPosition { tx_id, seq },
-        rows,
-        sold_out_deleted,
-        at,
+        through: LogPosition {
+            tx_id: row.tx_id,
+            seq: row.pruned_through_seq,
+        },
+        rows: row.pruned_rows,
+        sold_out_deleted: row.sold_out_deleted,
+        at: row.pruned_at,
     })
 }
 

@@ -19,11 +19,13 @@ pub const NOTIFY_CHANNEL: &str = "outbox_ready";
 pub async fn enqueue<E: OutboxEvent>(tx: &mut PgConnection, event: &E) -> Result<(), sqlx::Error> {
     insert_without_wakeup(tx, event).await?;
     // The payload names the event for whoever reads it; the relay only needs the wake-up.
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(NOTIFY_CHANNEL)
-        .bind(event.event_id().to_string())
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "SELECT pg_notify($1, $2)",
+        NOTIFY_CHANNEL,
+        event.event_id().to_string()
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
@@ -34,15 +36,15 @@ pub async fn insert_without_wakeup<E: OutboxEvent>(
     event: &E,
 ) -> Result<(), sqlx::Error> {
     let payload = serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO outbox (event_id, event_type, event_version, aggregate_id, payload)
          VALUES ($1, $2, $3, $4, $5)",
+        event.event_id(),
+        E::EVENT_TYPE,
+        E::EVENT_VERSION,
+        event.aggregate_id(),
+        payload
     )
-    .bind(event.event_id())
-    .bind(E::EVENT_TYPE)
-    .bind(E::EVENT_VERSION)
-    .bind(event.aggregate_id())
-    .bind(payload)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -334,14 +334,17 @@ async fn first_created_since(
     conn: &mut sqlx::PgConnection,
     since: DateTime<Utc>,
 ) -> sqlx::Result<Option<LogPosition>> {
-    let first: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT tx_id::text::bigint, seq FROM outbox WHERE created_at >= $1
-         ORDER BY outbox.tx_id, outbox.seq LIMIT 1",
+    let first = sqlx::query!(
+        r#"SELECT tx_id::text::bigint AS "tx_id!", seq FROM outbox WHERE created_at >= $1
+           ORDER BY outbox.tx_id, outbox.seq LIMIT 1"#,
+        since
     )
-    .bind(since)
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(first.map(|(tx_id, seq)| LogPosition { tx_id, seq }))
+    Ok(first.map(|row| LogPosition {
+        tx_id: row.tx_id,
+        seq: row.seq,
+    }))
 }
 
 /// The position of the row before `position`: reading after it starts at `position`'s row.
@@ -350,21 +353,19 @@ async fn position_before(
     conn: &mut sqlx::PgConnection,
     position: LogPosition,
 ) -> sqlx::Result<LogPosition> {
-    let before: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT tx_id::text::bigint, seq FROM outbox
-         WHERE (tx_id, seq) < ($1::bigint::text::xid8, $2)
-         ORDER BY outbox.tx_id DESC, outbox.seq DESC LIMIT 1",
+    let before = sqlx::query!(
+        r#"SELECT tx_id::text::bigint AS "tx_id!", seq FROM outbox
+           WHERE (tx_id, seq) < ($1::bigint::text::xid8, $2)
+           ORDER BY outbox.tx_id DESC, outbox.seq DESC LIMIT 1"#,
+        position.tx_id,
+        position.seq
     )
-    .bind(position.tx_id)
-    .bind(position.seq)
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(
-        before.map_or(LogPosition::START, |(tx_id, seq)| LogPosition {
-            tx_id,
-            seq,
-        }),
-    )
+    Ok(before.map_or(LogPosition::START, |row| LogPosition {
+        tx_id: row.tx_id,
+        seq: row.seq,
+    }))
 }
 
 /// The rows in `(after, upto]`: how many, the last one's position, and those created before

@@ -243,30 +243,33 @@ async fn census(pool: &PgPool, before: DateTime<Utc>) -> sqlx::Result<(i64, Kept
 }
 
 async fn held_back_by(pool: &PgPool, before: DateTime<Utc>) -> anyhow::Result<Vec<HeldBack>> {
-    let rows: Vec<(String, i64, i64, Option<String>, i64)> = sqlx::query_as(
-        "SELECT c.name, c.position_tx::text::bigint, c.position_seq, c.halted,
-                (SELECT count(*) FROM outbox o
-                 WHERE o.created_at < $1 AND o.event_type <> ALL($2)
-                   AND (o.tx_id, o.seq) > (c.position_tx, c.position_seq))
-         FROM outbox_consumers c
-         ORDER BY c.position_tx, c.position_seq, c.name",
+    let rows = sqlx::query!(
+        r#"SELECT c.name, c.position_tx::text::bigint AS "tx_id!", c.position_seq, c.halted,
+                  (SELECT count(*) FROM outbox o
+                   WHERE o.created_at < $1 AND o.event_type <> ALL($2)
+                     AND (o.tx_id, o.seq) > (c.position_tx, c.position_seq)) AS "held!"
+           FROM outbox_consumers c
+           ORDER BY c.position_tx, c.position_seq, c.name"#,
+        before,
+        RETAINED_TYPES as &[&str]
     )
-    .bind(before)
-    .bind(RETAINED_TYPES)
     .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
-        .filter(|(.., held)| *held > 0)
-        .map(|(consumer, tx_id, seq, halted, rows)| HeldBack {
-            consumer,
-            position: LogPosition { tx_id, seq },
-            halted: match halted.as_deref() {
+        .filter(|row| row.held > 0)
+        .map(|row| HeldBack {
+            consumer: row.name,
+            position: LogPosition {
+                tx_id: row.tx_id,
+                seq: row.position_seq,
+            },
+            halted: match row.halted.as_deref() {
                 Some("paused") => Some(HaltKind::Paused),
                 Some(_) => Some(HaltKind::Disabled),
                 None => None,
             },
-            rows,
+            rows: row.held,
         })
         .collect())
 }
