@@ -356,8 +356,9 @@ end
 /// (else an `UNLOADED` error: load them from Postgres and run the script again).
 /// `hidden_members` is a lookup of the hidden members. `write_boards` writes the `count` events
 /// not hidden on their boards (the arguments from ARGV[at] laid out by `boards`; `event(i)`
-/// gives the i-th event's score and member) and sets each board's expiry. Returns per event how
-/// many boards it changed.
+/// gives the i-th event's score and member) and sets each board's expiry; it returns per event
+/// how many boards it changed. `write_boards_grouped` does the same in fewer commands and
+/// returns the total.
 const BOARDS: &str = r#"
 local function check_boards()
   for i = 6, #KEYS do
@@ -379,6 +380,17 @@ local function hidden_members()
   end
   return hidden
 end
+local function set_expiries(at, count)
+  local expiries = at + 3 * count
+  for k = FIRST_BOARD, #KEYS do
+    local j = expiries + 2 * (k - FIRST_BOARD)
+    redis.call('PEXPIREAT', KEYS[k], ARGV[j])
+    redis.call('ZADD', KEYS[6], ARGV[j], ARGV[j + 1])
+  end
+  -- Boards that expired leave the list (TIME: seconds, then microseconds).
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. redis.call('TIME')[1] .. '000')
+end
+-- Per event, for a replay's counts: one ZADD per event and board.
 local function write_boards(at, count, event, hidden)
   local changed = {}
   for i = 0, count - 1 do
@@ -392,14 +404,34 @@ local function write_boards(at, count, event, hidden)
     end
     changed[i + 1] = n
   end
-  local expiries = at + 3 * count
-  for k = FIRST_BOARD, #KEYS do
-    local j = expiries + 2 * (k - FIRST_BOARD)
-    redis.call('PEXPIREAT', KEYS[k], ARGV[j])
-    redis.call('ZADD', KEYS[6], ARGV[j], ARGV[j + 1])
+  set_expiries(at, count)
+  return changed
+end
+-- Per board, for the consumer's batches: one ZADD per board (a batch's events mostly share
+-- their day, week and month), in chunks within Lua's stack. Returns how many entries changed.
+local function write_boards_grouped(at, count, event, hidden)
+  local per_board = {}
+  for i = 0, count - 1 do
+    local score, member = event(i)
+    if not hidden[member] then
+      for p = 0, 2 do
+        local k = tonumber(ARGV[at + 3 * i + p])
+        if k > 0 then
+          local args = per_board[k]
+          if not args then args = {}; per_board[k] = args end
+          args[#args + 1] = score
+          args[#args + 1] = member
+        end
+      end
+    end
   end
-  -- Boards that expired leave the list (TIME: seconds, then microseconds).
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. redis.call('TIME')[1] .. '000')
+  local changed = 0
+  for k, args in pairs(per_board) do
+    for j = 1, #args, 1000 do
+      changed = changed + redis.call('ZADD', KEYS[k], 'CH', unpack(args, j, math.min(j + 999, #args)))
+    end
+  end
+  set_expiries(at, count)
   return changed
 end
 "#;
@@ -491,8 +523,7 @@ local wrong = check_boards()
 if wrong then return wrong end
 local hidden = hidden_members()
 local count, changed = write_events(6, tonumber(ARGV[4]))
-local on_boards = write_boards(6 + 5 * count, count, function(i) return ARGV[6 + 2 * i], ARGV[7 + 2 * i] end, hidden)
-for i = 1, count do changed = changed + on_boards[i] end
+changed = changed + write_boards_grouped(6 + 5 * count, count, function(i) return ARGV[6 + 2 * i], ARGV[7 + 2 * i] end, hidden)
 if next(hidden) then
   -- Written in bulk above, taken back here: hidden members are rare.
   for i = 0, count - 1 do
