@@ -21,9 +21,10 @@ use crate::http;
 #[openapi(
     info(
         title = "ranking-worker",
-        description = "The sell-out ranking, read straight from Redis, and the worker's health: \
-                       its readiness, its consumers and its metrics. Errors are RFC 9457 problem \
-                       details with a `code`.",
+        description = "The sell-out ranking, from Redis through a cache that every change \
+                       invalidates (with `ETag`; revalidate with `If-None-Match`), its live \
+                       stream, and the worker's health: its readiness, its consumers and its \
+                       metrics. Errors are RFC 9457 problem details with a `code`.",
     ),
     paths(
         http::sold_out_ranking,
