@@ -57,7 +57,7 @@ impl fmt::Display for Member {
 
 /// The members hidden now: the open rows.
 pub async fn hidden_members(pool: &PgPool) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT member FROM ranking_hidden WHERE restored_at IS NULL")
+    sqlx::query_scalar!("SELECT member FROM ranking_hidden WHERE restored_at IS NULL")
         .fetch_all(pool)
         .await
 }

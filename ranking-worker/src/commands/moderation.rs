@@ -15,7 +15,7 @@ use crate::moderation::Member;
 use crate::ranking::Ranking;
 
 /// A hidden entry as Postgres records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Hidden {
     pub member: String,
     pub reason: String,
@@ -77,14 +77,15 @@ pub async fn remove(
     let event = sold_out_event(pool, member).await?.ok_or_else(|| {
         anyhow::anyhow!("{member} never sold out: the outbox holds no ConcertSoldOut for it")
     })?;
-    let inserted: Option<Hidden> = sqlx::query_as(
+    let inserted = sqlx::query_as!(
+        Hidden,
         "INSERT INTO ranking_hidden (member, reason, hidden_by) VALUES ($1, $2, $3)
          ON CONFLICT (member) WHERE restored_at IS NULL DO NOTHING
          RETURNING member, reason, hidden_by, hidden_at",
+        member.to_string(),
+        reason,
+        by,
     )
-    .bind(member.to_string())
-    .bind(reason)
-    .bind(by)
     .fetch_optional(pool)
     .await?;
     // Redis follows Postgres, also when the entry was hidden already: a removal that failed
@@ -104,11 +105,12 @@ pub async fn remove(
 
 /// The open row of a member hidden now.
 async fn open_row(pool: &PgPool, member: &Member) -> sqlx::Result<Hidden> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Hidden,
         "SELECT member, reason, hidden_by, hidden_at FROM ranking_hidden
          WHERE member = $1 AND restored_at IS NULL",
+        member.to_string(),
     )
-    .bind(member.to_string())
     .fetch_one(pool)
     .await
 }
@@ -122,13 +124,13 @@ pub async fn restore(
     member: &Member,
     by: &str,
 ) -> anyhow::Result<Restored> {
-    let closed: Option<String> = sqlx::query_scalar(
+    let closed = sqlx::query_scalar!(
         "UPDATE ranking_hidden SET restored_by = $2, restored_at = now()
          WHERE member = $1 AND restored_at IS NULL
          RETURNING member",
+        member.to_string(),
+        by,
     )
-    .bind(member.to_string())
-    .bind(by)
     .fetch_optional(pool)
     .await?;
     anyhow::ensure!(
