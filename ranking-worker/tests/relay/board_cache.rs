@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use ranking_worker::commands::replay;
+use ranking_worker::commands::{moderation, replay};
 use ranking_worker::log::ReplayFilter;
+use ranking_worker::moderation::Member;
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -239,10 +240,13 @@ async fn the_page_read_while_redis_was_empty_is_not_kept_after_the_heal(
     .await;
 }
 
-/// A replay and a rebuild change the ranking without new entries: each announces a reset, so
-/// the page every instance holds is read again.
+/// A replay, a rebuild and a moderation change the ranking without new entries: each announces
+/// a reset, so the page every instance holds is read again.
 #[sqlx::test(migrator = "shared::MIGRATOR")]
-async fn a_replay_and_a_rebuild_leave_no_stale_page(_: PgPoolOptions, database: PgConnectOptions) {
+async fn a_replay_a_rebuild_and_a_removal_leave_no_stale_page(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
     let harness = Harness::new(database).await;
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
@@ -314,6 +318,27 @@ async fn a_replay_and_a_rebuild_leave_no_stale_page(_: PgPoolOptions, database: 
         .unwrap()["sold_out_seconds"]
         .clone();
     assert_eq!(score, events[2].sold_out_seconds());
+
+    // An entry hidden by an operator leaves the page; restored, it is back.
+    let top: Member = rebuilt.members()[0].parse().unwrap();
+    moderation::remove(
+        &harness.pool,
+        &mut redis,
+        &harness.ranking,
+        &top,
+        "test",
+        "ops",
+    )
+    .await
+    .unwrap();
+    assert_eq!(live.next().await.event, "snapshot");
+    let shown = top_ten(&base).await.members();
+    assert!(!shown.contains(&top.to_string()), "{shown:?}");
+    moderation::restore(&harness.pool, &mut redis, &harness.ranking, &top, "ops")
+        .await
+        .unwrap();
+    assert_eq!(live.next().await.event, "snapshot");
+    assert_eq!(top_ten(&base).await.members(), rebuilt.members());
 }
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
