@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::TestApp;
+use crate::helpers::{settings, TestApp};
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn two_hundred_buyers_for_fifty_seats_make_fifty_payments_and_one_event(
@@ -172,10 +172,11 @@ async fn pay_at_once(app: &TestApp, schedule: i64, buys: &[(i64, i64)], round: u
         .count()
 }
 
-/// A schedule of 128 seats counts them on 64 rows, seats n and n + 64 on the same one. With
-/// seats 65 to 128 paid, every row has one seat left; the 64 last seats, each of a different
-/// row, are then paid at once. Each of those payments empties its row and looks for seats left
-/// anywhere: exactly one of them may find none.
+/// A schedule of 128 seats counts them on 64 rows of 2, seat n's own row being (n - 1) % 64.
+/// With seats 65 to 128 paid, 64 seats are left over the rows (one each when every payment
+/// found its own row free; a payment whose row was locked counted on another); the 64 last
+/// seats are then paid at once. The payments that empty a row look for seats left anywhere:
+/// exactly one of them may find none.
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn the_last_seats_of_different_counter_rows_paid_at_once_yield_exactly_one_event(
     _: PgPoolOptions,
@@ -216,6 +217,64 @@ async fn the_last_seats_of_different_counter_rows_paid_at_once_yield_exactly_one
             "round {round}: every seat paid once, one event, sold out"
         );
     }
+}
+
+/// A payment whose own counter row is locked by another payment in flight counts its seat on
+/// a free row instead of waiting for that payment to commit; the counts still add up, and the
+/// schedule sells out once, when its last seat is paid.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_payment_does_not_wait_for_a_counter_row_in_use(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    // A wait for the row would end in a lock timeout, a 503.
+    let mut settings = settings();
+    settings.lock_timeout = std::time::Duration::from_millis(200);
+    let app = TestApp::spawn_with(database, settings).await;
+    // Four seats, four rows of one seat each: seat n's own row is n - 1.
+    let (_, schedules) = app.create_concert(1, 4, 1).await;
+    let schedule = schedules[0];
+    app.charge(1, 4).await;
+
+    // A payment of another seat in flight, holding row 0.
+    let mut in_flight = app.db.begin().await.unwrap();
+    sqlx::query(
+        "SELECT 1 FROM schedule_seat_counters WHERE schedule_id = $1 AND slot = 0
+         FOR NO KEY UPDATE",
+    )
+    .bind(schedule)
+    .execute(&mut *in_flight)
+    .await
+    .unwrap();
+    let reservation = app.hold_ok(1, schedule, 1).await;
+    let paid = app.pay(1, reservation, "seat-1").await;
+    assert_eq!(paid.status(), StatusCode::CREATED);
+    in_flight.rollback().await.unwrap();
+
+    let remaining: Vec<i32> = sqlx::query_scalar(
+        "SELECT remaining FROM schedule_seat_counters WHERE schedule_id = $1 ORDER BY slot",
+    )
+    .bind(schedule)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        remaining,
+        vec![1, 0, 1, 1],
+        "seat 1 counted on the first free row"
+    );
+
+    for seat in 2..=4 {
+        let reservation = app.hold_ok(1, schedule, seat).await;
+        let paid: Value = app
+            .pay(1, reservation, &format!("seat-{seat}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(paid["schedule_sold_out"], seat == 4, "seat {seat}");
+    }
+    assert_eq!(outcome(&app, schedule).await, (4, 0, 1, true));
 }
 
 /// The rush as benchmarked: 500 buyers for 2,000 seats, in an order that empties the counter
