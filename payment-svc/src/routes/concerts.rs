@@ -53,7 +53,7 @@ pub struct CreateSchedule {
 }
 
 /// A schedule (one performance). Times are kept to the millisecond.
-#[derive(Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Schedule {
     schedule_id: i64,
     starts_at: DateTime<Utc>,
@@ -103,31 +103,32 @@ pub async fn create(
     let concert = NewConcert::parse(body.title, raw).map_err(ApiError::Validation)?;
 
     let mut tx = crate::db::begin(&state.pool).await?;
-    let (concert_id,): (i64,) =
-        sqlx::query_as("INSERT INTO concerts (title) VALUES ($1) RETURNING id")
-            .bind(concert.title())
-            .fetch_one(&mut *tx)
-            .await?;
+    let concert_id = sqlx::query_scalar!(
+        "INSERT INTO concerts (title) VALUES ($1) RETURNING id",
+        concert.title()
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     let schedules = concert.schedules();
+    let starts_at: Vec<_> = schedules.iter().map(|s| s.starts_at()).collect();
+    let sale_starts_at: Vec<_> = schedules.iter().map(|s| s.sale_starts_at()).collect();
+    let seat_counts: Vec<_> = schedules.iter().map(|s| s.seat_count()).collect();
+    let prices: Vec<_> = schedules.iter().map(|s| s.price()).collect();
     // One statement for all schedules; WITH ORDINALITY keeps the request's order.
-    let created: Vec<Schedule> = sqlx::query_as(
-        "INSERT INTO schedules (concert_id, starts_at, sale_starts_at, seat_count, price)
-         SELECT $1, s.starts_at, s.sale_starts_at, s.seat_count, s.price
-         FROM UNNEST($2::timestamptz[], $3::timestamptz[], $4::int[], $5::bigint[])
-              WITH ORDINALITY AS s(starts_at, sale_starts_at, seat_count, price, ord)
-         ORDER BY s.ord
-         RETURNING id AS schedule_id, starts_at, sale_starts_at, seat_count, price",
+    let created = sqlx::query_as!(
+        Schedule,
+        r#"INSERT INTO schedules (concert_id, starts_at, sale_starts_at, seat_count, price)
+           SELECT $1, s.starts_at, s.sale_starts_at, s.seat_count, s.price
+           FROM UNNEST($2::timestamptz[], $3::timestamptz[], $4::int[], $5::bigint[])
+                WITH ORDINALITY AS s(starts_at, sale_starts_at, seat_count, price, ord)
+           ORDER BY s.ord
+           RETURNING id AS schedule_id, starts_at, sale_starts_at, seat_count, price"#,
+        concert_id,
+        &starts_at,
+        &sale_starts_at,
+        &seat_counts,
+        &prices
     )
-    .bind(concert_id)
-    .bind(schedules.iter().map(|s| s.starts_at()).collect::<Vec<_>>())
-    .bind(
-        schedules
-            .iter()
-            .map(|s| s.sale_starts_at())
-            .collect::<Vec<_>>(),
-    )
-    .bind(schedules.iter().map(|s| s.seat_count()).collect::<Vec<_>>())
-    .bind(schedules.iter().map(|s| s.price()).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -153,7 +154,7 @@ pub struct ListParams {
     after: Option<i64>,
 }
 
-#[derive(Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct ConcertSummary {
     concert_id: i64,
     title: String,
@@ -185,11 +186,12 @@ pub async fn list(
     Query(params): Query<ListParams>,
 ) -> Result<Json<ConcertPage>, ApiError> {
     let limit = page::LIST.limit(params.limit)?;
-    let concerts: Vec<ConcertSummary> = sqlx::query_as(
+    let concerts = sqlx::query_as!(
+        ConcertSummary,
         "SELECT id AS concert_id, title FROM concerts WHERE id > $1 ORDER BY id LIMIT $2",
+        params.after.unwrap_or(0),
+        limit
     )
-    .bind(params.after.unwrap_or(0))
-    .bind(limit)
     .fetch_all(&state.pool)
     .await?;
     let next_after = page::next_after(&concerts, limit, |c| c.concert_id);
@@ -199,10 +201,9 @@ pub async fn list(
     }))
 }
 
-#[derive(Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct ScheduleDetail {
     #[serde(flatten)]
-    #[sqlx(flatten)]
     schedule: Schedule,
     /// Seats neither paid nor held.
     available_seats: i64,
@@ -235,23 +236,35 @@ pub async fn show(
     State(state): State<AppState>,
     Path(concert_id): Path<i64>,
 ) -> Result<Json<ConcertDetail>, ApiError> {
-    let title: Option<(String,)> = sqlx::query_as("SELECT title FROM concerts WHERE id = $1")
-        .bind(concert_id)
+    let title = sqlx::query_scalar!("SELECT title FROM concerts WHERE id = $1", concert_id)
         .fetch_optional(&state.pool)
-        .await?;
-    let (title,) = title.ok_or(ApiError::NotFound("concert"))?;
+        .await?
+        .ok_or(ApiError::NotFound("concert"))?;
     // Available = seats with no live reservation: neither paid nor held and unexpired.
-    let schedules: Vec<ScheduleDetail> = sqlx::query_as(
-        "SELECT s.id AS schedule_id, s.starts_at, s.sale_starts_at, s.seat_count, s.price, s.sold_out_at,
-                s.seat_count - (SELECT count(*) FROM reservations r
-                                WHERE r.schedule_id = s.id
-                                  AND (r.status = 'CONFIRMED' OR (r.status = 'HELD' AND r.held_until > now())))
-                  AS available_seats
-         FROM schedules s WHERE s.concert_id = $1 ORDER BY s.id",
+    let schedules = sqlx::query!(
+        r#"SELECT s.id AS schedule_id, s.starts_at, s.sale_starts_at, s.seat_count, s.price, s.sold_out_at,
+                  s.seat_count - (SELECT count(*) FROM reservations r
+                                  WHERE r.schedule_id = s.id
+                                    AND (r.status = 'CONFIRMED' OR (r.status = 'HELD' AND r.held_until > now())))
+                    AS "available_seats!"
+           FROM schedules s WHERE s.concert_id = $1 ORDER BY s.id"#,
+        concert_id
     )
-    .bind(concert_id)
     .fetch_all(&state.pool)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|row| ScheduleDetail {
+        schedule: Schedule {
+            schedule_id: row.schedule_id,
+            starts_at: row.starts_at,
+            sale_starts_at: row.sale_starts_at,
+            seat_count: row.seat_count,
+            price: row.price,
+        },
+        available_seats: row.available_seats,
+        sold_out_at: row.sold_out_at,
+    })
+    .collect();
     Ok(Json(ConcertDetail {
         concert_id,
         title,
@@ -287,7 +300,7 @@ pub enum SeatStatus {
     Sold,
 }
 
-#[derive(Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Seat {
     seat_no: i32,
     price: i64,
@@ -329,32 +342,35 @@ pub async fn seats(
             "after must be a seat number or 0, got {after}"
         )));
     }
-    let schedule: Option<(i32, i64)> =
-        sqlx::query_as("SELECT seat_count, price FROM schedules WHERE id = $1")
-            .bind(schedule_id)
-            .fetch_optional(&state.pool)
-            .await?;
-    let (seat_count, price) = schedule.ok_or(ApiError::NotFound("schedule"))?;
+    let schedule = sqlx::query!(
+        "SELECT seat_count, price FROM schedules WHERE id = $1",
+        schedule_id
+    )
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(ApiError::NotFound("schedule"))?;
+    let (seat_count, price) = (schedule.seat_count, schedule.price);
     // The page is seats after+1 ..= last; last is at most seat_count, so it fits an i32.
     let last = (i64::from(after) + limit).min(i64::from(seat_count)) as i32;
     let seats: Vec<Seat> = if after < last {
         // Seats are implicit (see the migration): number this page's and derive each status
         // from the seat's live reservation, if any, found by reservations_one_live_per_seat.
-        sqlx::query_as(
-            "SELECT n.seat_no, $4::bigint AS price,
-                    CASE WHEN r.status = 'CONFIRMED' THEN 'SOLD'
-                         WHEN r.status = 'HELD' AND r.held_until > now() THEN 'HELD'
-                         ELSE 'AVAILABLE' END AS status
-             FROM generate_series($2::int, $3::int) AS n(seat_no)
-             LEFT JOIN reservations r
-                    ON r.schedule_id = $1 AND r.seat_no = n.seat_no
-                   AND r.status IN ('HELD', 'CONFIRMED')
-             ORDER BY n.seat_no",
+        sqlx::query_as!(
+            Seat,
+            r#"SELECT n.seat_no AS "seat_no!", $4::bigint AS "price!",
+                      CASE WHEN r.status = 'CONFIRMED' THEN 'SOLD'
+                           WHEN r.status = 'HELD' AND r.held_until > now() THEN 'HELD'
+                           ELSE 'AVAILABLE' END AS "status!: SeatStatus"
+               FROM generate_series($2::int, $3::int) AS n(seat_no)
+               LEFT JOIN reservations r
+                      ON r.schedule_id = $1 AND r.seat_no = n.seat_no
+                     AND r.status IN ('HELD', 'CONFIRMED')
+               ORDER BY n.seat_no"#,
+            schedule_id,
+            after + 1,
+            last,
+            price
         )
-        .bind(schedule_id)
-        .bind(after + 1)
-        .bind(last)
-        .bind(price)
         .fetch_all(&state.pool)
         .await?
     } else {

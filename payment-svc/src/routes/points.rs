@@ -48,12 +48,13 @@ pub async fn balance(
     caller: Caller,
     State(state): State<AppState>,
 ) -> Result<Json<Balance>, ApiError> {
-    let balance: Option<(i64,)> =
-        sqlx::query_as("SELECT balance FROM point_balances WHERE user_id = $1")
-            .bind(caller.user.get())
-            .fetch_optional(&state.pool)
-            .await?;
-    let balance = balance.map_or(0, |(b,)| b);
+    let balance = sqlx::query_scalar!(
+        "SELECT balance FROM point_balances WHERE user_id = $1",
+        caller.user.get()
+    )
+    .fetch_optional(&state.pool)
+    .await?
+    .unwrap_or(0);
     Ok(Json(Balance {
         user_id: caller.user.get(),
         balance,
@@ -105,20 +106,22 @@ pub async fn charge(
     };
 
     // The ledger row and the balance move together, so charges can always be audited.
-    sqlx::query("INSERT INTO point_charges (id, user_id, amount) VALUES ($1, $2, $3)")
-        .bind(Uuid::now_v7())
-        .bind(caller.user.get())
-        .bind(amount.get())
-        .execute(&mut *tx)
-        .await?;
-    let (balance,): (i64,) = sqlx::query_as(
+    sqlx::query!(
+        "INSERT INTO point_charges (id, user_id, amount) VALUES ($1, $2, $3)",
+        Uuid::now_v7(),
+        caller.user.get(),
+        amount.get()
+    )
+    .execute(&mut *tx)
+    .await?;
+    let balance = sqlx::query_scalar!(
         "INSERT INTO point_balances (user_id, balance) VALUES ($1, $2)
          ON CONFLICT (user_id) DO UPDATE
              SET balance = point_balances.balance + EXCLUDED.balance, updated_at = now()
          RETURNING balance",
+        caller.user.get(),
+        amount.get()
     )
-    .bind(caller.user.get())
-    .bind(amount.get())
     .fetch_one(&mut *tx)
     .await?;
 
