@@ -649,7 +649,9 @@ return redis.call('ZCARD', KEYS[1])
 
 /// Loads the hidden members (KEYS[1]) from ARGV, unless they are loaded: a list loaded is kept,
 /// since `ranking remove` and `restore` change it in Redis after Postgres. Returns 1 when it
-/// loaded.
+/// loaded. A load adds to what a `remove` racing it added (neither is lost); a `restore` racing
+/// a load (Redis just lost the list) may leave the entry hidden in Redis only, the safe side,
+/// which `ranking restore` run again repairs.
 const LOAD_HIDDEN: &str = r#"
 if redis.call('SISMEMBER', KEYS[1], '') == 1 then return 0 end
 redis.call('SADD', KEYS[1], '')
@@ -1340,6 +1342,19 @@ impl Ranking {
             .invoke_async(redis)
             .await?;
         Ok(ranked == 1)
+    }
+
+    /// Whether the writers skip `member`.
+    pub async fn is_hidden(
+        &self,
+        redis: &mut ConnectionManager,
+        member: &str,
+    ) -> redis::RedisResult<bool> {
+        redis::cmd("SISMEMBER")
+            .arg(&self.keys.hidden)
+            .arg(member)
+            .query_async(redis)
+            .await
     }
 
     /// Lets the writers put `member` on the boards again.

@@ -133,8 +133,9 @@ pub async fn restore(
     )
     .fetch_optional(pool)
     .await?;
+    // Hidden in Redis only (a restore that raced a reload of the list): repaired the same way.
     anyhow::ensure!(
-        closed.is_some(),
+        closed.is_some() || ranking.is_hidden(redis, &member.to_string()).await?,
         "{member} is not hidden (never removed, or restored already): nothing to restore"
     );
     ranking.unhide(redis, &member.to_string()).await?;

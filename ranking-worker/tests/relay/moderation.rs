@@ -430,3 +430,21 @@ async fn an_entry_hidden_while_a_rebuild_runs_is_not_brought_back_by_its_swap(
         .unwrap();
     assert_eq!(details, None);
 }
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn restore_repairs_an_entry_hidden_in_redis_only(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let events = sold_out(&harness).await;
+    let mut redis = harness.redis.clone();
+    // As a reload of the list that read Postgres just before a restore would leave it.
+    let stale = member_of(&events[0]);
+    harness.ranking.hide(&mut redis, &events[0]).await.unwrap();
+    assert_boards_hold(&harness, &mut redis, &[&events[1], &events[2], &events[3]]).await;
+
+    let restored = stdout(&cli(&harness, &["ranking", "restore", &stale.to_string()]));
+    assert_eq!(restored.trim(), format!("restored {stale} on every board"));
+    assert_boards_hold(&harness, &mut redis, &events.iter().collect::<Vec<_>>()).await;
+}
