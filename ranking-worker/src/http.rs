@@ -398,8 +398,5 @@ pub async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
             Err(error) => tracing::warn!(%error, "cannot read the consumers' lag for metrics"),
         }
     }
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    shared::metrics::exposition(&state.metrics)
 }

@@ -34,6 +34,14 @@ pub fn prometheus_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// The `/metrics` answer: everything recorded, in Prometheus's text format.
+pub fn exposition(handle: &PrometheusHandle) -> impl axum::response::IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+}
+
 /// The `route` label of a request that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 

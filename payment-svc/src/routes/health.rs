@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Json;
 use axum::Router;
@@ -91,11 +92,6 @@ pub async fn readyz(State(pool): State<PgPool>) -> (StatusCode, Json<Readiness>)
     tag = "operations",
     responses((status = 200, description = "Metrics", body = String, content_type = "text/plain"))
 )]
-pub async fn metrics(
-    State(metrics): State<PrometheusHandle>,
-) -> ([(&'static str, &'static str); 1], String) {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        metrics.render(),
-    )
+pub async fn metrics(State(metrics): State<PrometheusHandle>) -> impl IntoResponse {
+    shared::metrics::exposition(&metrics)
 }
