@@ -11,10 +11,15 @@
 //! reader invalidates, and only then the request stores what it read. Each request takes a
 //! [`Ticket`] (the generation) before it reads Redis, and its body is stored only if no
 //! invalidation came in between.
+//!
+//! Some changes reach no feed: a period board expiring after its retention, keys deleted by
+//! hand, a binary from before every change was announced. A body is therefore also kept at most
+//! [`MAX_AGE`]: the feed makes ordinary changes visible at once, the age bounds the rest.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::HeaderValue;
@@ -23,6 +28,10 @@ use sha2::{Digest, Sha256};
 /// Distinct queries kept at once. A client walking through many pages fills it; it is then
 /// emptied, so the hot queries (the front page's) are back at their next request.
 pub const CAPACITY: usize = 256;
+
+/// Longest a body is served from here, however quiet the feed: one Redis read per query and
+/// second is nothing beside the reads the cache saves, and it bounds a change no feed told of.
+pub const MAX_AGE: Duration = Duration::from_secs(1);
 
 /// What a cached body is kept under: the request's parameters once read and checked, with their
 /// defaults filled in, so `?limit=10` and no query share one body. Every parameter that changes
@@ -87,7 +96,8 @@ struct Inner<K> {
     generation: u64,
     /// Whether the feed reader follows the feed; while not, nothing is stored or served.
     live: bool,
-    bodies: HashMap<K, Arc<Rendered>>,
+    /// Each body with when it was read.
+    bodies: HashMap<K, (Instant, Arc<Rendered>)>,
 }
 
 impl<K: Hash + Eq> BoardCache<K> {
@@ -102,13 +112,18 @@ impl<K: Hash + Eq> BoardCache<K> {
         }
     }
 
-    /// The body cached for `query`, if any.
+    /// The body cached for `query`, if any younger than [`MAX_AGE`].
     pub fn get(&self, query: &K) -> Option<Arc<Rendered>> {
+        self.get_at(query, Instant::now())
+    }
+
+    fn get_at(&self, query: &K, now: Instant) -> Option<Arc<Rendered>> {
         let inner = self.lock();
         if !inner.live {
             return None;
         }
-        inner.bodies.get(query).cloned()
+        let (read_at, rendered) = inner.bodies.get(query)?;
+        (now.saturating_duration_since(*read_at) < MAX_AGE).then(|| rendered.clone())
     }
 
     /// To take before reading Redis for a query: [`Self::insert`] stores under it only if the
@@ -120,6 +135,7 @@ impl<K: Hash + Eq> BoardCache<K> {
     /// Stores `rendered` for `query`, if the cache is live and nothing invalidated it since
     /// `ticket` was taken.
     pub fn insert(&self, query: K, ticket: Ticket, rendered: Arc<Rendered>) {
+        let read_at = Instant::now();
         let mut inner = self.lock();
         if !inner.live || inner.generation != ticket.0 {
             return;
@@ -127,7 +143,7 @@ impl<K: Hash + Eq> BoardCache<K> {
         if inner.bodies.len() >= CAPACITY && !inner.bodies.contains_key(&query) {
             inner.bodies.clear();
         }
-        inner.bodies.insert(query, rendered);
+        inner.bodies.insert(query, (read_at, rendered));
     }
 
     /// The ranking changed (the feed has a new entry): forget every body.
@@ -207,6 +223,16 @@ mod tests {
         assert_eq!(cache.get(&"q").unwrap().body, "fresh");
         cache.invalidate();
         assert!(cache.get(&"q").is_none());
+    }
+
+    #[test]
+    fn a_body_is_served_at_most_max_age_without_a_feed_entry() {
+        let cache = BoardCache::new();
+        cache.follow();
+        cache.insert("q", cache.ticket(), rendered("a"));
+        let now = Instant::now();
+        assert!(cache.get_at(&"q", now).is_some());
+        assert!(cache.get_at(&"q", now + MAX_AGE).is_none());
     }
 
     #[test]
