@@ -291,7 +291,8 @@ async fn a_hold_that_waited_across_the_opening_finds_the_sale_open(
     database: PgConnectOptions,
 ) {
     let app = TestApp::spawn(database).await;
-    let opens = Utc::now() + chrono::Duration::seconds(2);
+    // Far enough ahead that the hold is surely waiting before it, on a busy machine too.
+    let opens = Utc::now() + chrono::Duration::seconds(4);
     let (_, schedules) = app
         .create_concert_at(1, 1, 100, opens, opens + chrono::Duration::days(1))
         .await;
