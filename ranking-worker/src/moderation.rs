@@ -6,14 +6,21 @@
 //! them. When Redis has lost the copy, those scripts refuse to run (`ranking::hidden_unloaded`)
 //! until it is loaded again from Postgres: a Redis restarted empty cannot bring a hidden entry
 //! back.
+//!
+//! Whatever changes the hidden members in Postgres and Redis together (`ranking remove` and
+//! `ranking restore`, the reconciliation when the consumer becomes active, a rebuild's start
+//! and its swap) holds [`ModerationLock`], so none of them sees the other halfway.
 
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use shared::events::ConcertSoldOut;
-use sqlx::PgPool;
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection, PgPool};
 
+use crate::log::{self, LogPosition, ReplayFilter};
 use crate::ranking::{hidden_unloaded, Ranking};
 
 /// A ranking member as an operator names it: `concert:{concert_id}:schedule:{schedule_id}`,
@@ -53,6 +60,88 @@ impl fmt::Display for Member {
             self.concert_id, self.schedule_id
         )
     }
+}
+
+/// The advisory lock's key for moderating the ranking named by `$1`.
+const LOCK_KEY: &str = "hashtextextended('ranking moderation ' || $1, 0)";
+
+/// The right to change a ranking's hidden members in Postgres and Redis: a session advisory
+/// lock, per ranking key, on a connection of its own (taken out of the pool), so it is held
+/// until [`Self::release`] or until the connection closes, a dead process's too.
+pub struct ModerationLock {
+    session: PgConnection,
+}
+
+impl ModerationLock {
+    /// Waits for the lock.
+    pub async fn acquire(pool: &PgPool, ranking: &Ranking) -> sqlx::Result<Self> {
+        let mut session = pool.acquire().await?.detach();
+        // Not a checked macro: the function returns `void`, which the macros do not decode.
+        sqlx::query(&format!("SELECT pg_advisory_lock({LOCK_KEY})"))
+            .bind(ranking.key())
+            .execute(&mut session)
+            .await?;
+        Ok(Self { session })
+    }
+
+    /// Postgres's clock, read while the lock is held: a restore that commits after the lock is
+    /// released closes its row later than this.
+    pub async fn now(&mut self) -> sqlx::Result<DateTime<Utc>> {
+        sqlx::query_scalar!(r#"SELECT now() AS "now!""#)
+            .fetch_one(&mut self.session)
+            .await
+    }
+
+    /// Gives the lock up (closing its session frees it).
+    pub async fn release(self) {
+        let _ = self.session.close().await;
+    }
+}
+
+/// The members restored at or after `since` and not hidden again.
+pub async fn restored_since(pool: &PgPool, since: DateTime<Utc>) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        r#"SELECT DISTINCT member AS "member!" FROM ranking_hidden AS closed
+           WHERE restored_at >= $1
+             AND NOT EXISTS (SELECT 1 FROM ranking_hidden AS open
+                             WHERE open.member = closed.member AND open.restored_at IS NULL)"#,
+        since
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The sold-out events of `member` at most at `upto`: what the boards hold of it once it is not
+/// hidden (the consumer writes what lies beyond).
+pub async fn events_of(
+    pool: &PgPool,
+    member: &Member,
+    upto: LogPosition,
+) -> sqlx::Result<Vec<ConcertSoldOut>> {
+    let filter = ReplayFilter {
+        schedule_id: Some(member.schedule_id),
+        ..ReplayFilter::default()
+    };
+    let rows = log::sold_out_between(pool, &filter, LogPosition::START, upto, 10).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| row.decode_sold_out().ok())
+        .filter(|event| event.concert_id == member.concert_id)
+        .collect())
+}
+
+/// Writes `member`'s events up to `upto` into `ranking` again (skipped there while it is
+/// hidden); `true` if any changed a board.
+pub async fn reapply(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    ranking: &Ranking,
+    member: &Member,
+    upto: LogPosition,
+) -> Result<bool, LoadError> {
+    let events = events_of(pool, member, upto).await?;
+    let changed = restore(pool, redis, ranking, &events.iter().collect::<Vec<_>>()).await?;
+    Ok(changed.into_iter().any(|changed| changed))
 }
 
 /// The members hidden now: the open rows.

@@ -1,7 +1,9 @@
 //! `ranking remove <MEMBER> --reason TEXT` and `ranking restore <MEMBER>`: hide an entry on every
 //! board, or bring it back. Postgres records the decision first (so whatever rebuilds the boards
 //! from the outbox keeps it), then Redis follows, and the feed tells every live board and read
-//! cache to take a fresh snapshot.
+//! cache to take a fresh snapshot. Both hold the [`ModerationLock`] from the first step to the
+//! last, so a remove and a restore of one entry, or either and a rebuild's swap, never
+//! interleave. Both are idempotent: one that stopped halfway is finished by running it again.
 
 use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
@@ -10,8 +12,8 @@ use shared::events::ConcertSoldOut;
 use sqlx::PgPool;
 
 use crate::commands::replay;
-use crate::log::{self, LogPosition, ReplayFilter};
-use crate::moderation::Member;
+use crate::log::LogPosition;
+use crate::moderation::{self, Member, ModerationLock};
 use crate::ranking::Ranking;
 
 /// A hidden entry as Postgres records it.
@@ -37,26 +39,24 @@ pub enum Removed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Restored {
     pub member: String,
-    /// Whether its event was written back (`false`: the consumer has not reached it yet, and
-    /// will write it).
+    /// Whether it is on the boards now (`false`: the consumer has not reached its event yet,
+    /// and will write it).
     pub reapplied: bool,
+    /// Postgres had it restored already (a restore that stopped halfway, or ran twice): Redis
+    /// was made to follow again.
+    pub already_restored: bool,
 }
 
 /// The sold-out event of `member`'s schedule, if it ever sold out.
 async fn sold_out_event(pool: &PgPool, member: &Member) -> anyhow::Result<Option<ConcertSoldOut>> {
-    let filter = ReplayFilter {
-        schedule_id: Some(member.schedule_id),
-        ..ReplayFilter::default()
-    };
     let end = LogPosition {
         tx_id: i64::MAX,
         seq: i64::MAX,
     };
-    let rows = log::sold_out_between(pool, &filter, LogPosition::START, end, 10).await?;
-    Ok(rows
-        .iter()
-        .filter_map(|row| row.decode_sold_out().ok())
-        .find(|event| event.concert_id == member.concert_id))
+    Ok(moderation::events_of(pool, member, end)
+        .await?
+        .into_iter()
+        .next())
 }
 
 /// Hides `member` on every board, recorded with `reason` and `by`. Refused, with nothing
@@ -77,6 +77,21 @@ pub async fn remove(
     let event = sold_out_event(pool, member).await?.ok_or_else(|| {
         anyhow::anyhow!("{member} never sold out: the outbox holds no ConcertSoldOut for it")
     })?;
+    let lock = ModerationLock::acquire(pool, ranking).await?;
+    let removed = remove_locked(pool, redis, ranking, member, &event, reason, by).await;
+    lock.release().await;
+    removed
+}
+
+async fn remove_locked(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    ranking: &Ranking,
+    member: &Member,
+    event: &ConcertSoldOut,
+    reason: &str,
+    by: &str,
+) -> anyhow::Result<Removed> {
     let inserted = sqlx::query_as!(
         Hidden,
         "INSERT INTO ranking_hidden (member, reason, hidden_by) VALUES ($1, $2, $3)
@@ -90,7 +105,7 @@ pub async fn remove(
     .await?;
     // Redis follows Postgres, also when the entry was hidden already: a removal that failed
     // halfway (Redis unreachable) is finished by running it again.
-    let was_ranked = ranking.hide(redis, &event).await?;
+    let was_ranked = ranking.hide(redis, event).await?;
     let outcome = match inserted {
         Some(hidden) => {
             tracing::info!(%member, reason, by, "ranking entry hidden");
@@ -116,8 +131,24 @@ async fn open_row(pool: &PgPool, member: &Member) -> sqlx::Result<Hidden> {
 }
 
 /// Brings a hidden `member` back: its event is written again from the outbox, with its exact
-/// score, on every board. Refused, with nothing changed, for a member not hidden.
+/// score, on every board. A member Postgres has restored already is made visible in Redis again
+/// (a restore that stopped after its first step is finished so). Refused, with nothing changed,
+/// for a member never hidden.
 pub async fn restore(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    ranking: &Ranking,
+    member: &Member,
+    by: &str,
+) -> anyhow::Result<Restored> {
+    crate::retention::sold_out_kept(pool).await??;
+    let lock = ModerationLock::acquire(pool, ranking).await?;
+    let restored = restore_locked(pool, redis, ranking, member, by).await;
+    lock.release().await;
+    restored
+}
+
+async fn restore_locked(
     pool: &PgPool,
     redis: &mut ConnectionManager,
     ranking: &Ranking,
@@ -133,23 +164,37 @@ pub async fn restore(
     )
     .fetch_optional(pool)
     .await?;
-    // Hidden in Redis only (a restore that raced a reload of the list): repaired the same way.
-    anyhow::ensure!(
-        closed.is_some() || ranking.is_hidden(redis, &member.to_string()).await?,
-        "{member} is not hidden (never removed, or restored already): nothing to restore"
-    );
+    let mut already_restored = false;
+    if closed.is_none() {
+        // Restored before (Redis may not have followed), or hidden in Redis only (a restore
+        // that raced a reload of the list): both are finished the same way.
+        let ever_hidden = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM ranking_hidden WHERE member = $1) AS "ever!""#,
+            member.to_string(),
+        )
+        .fetch_one(pool)
+        .await?;
+        anyhow::ensure!(
+            ever_hidden || ranking.is_hidden(redis, &member.to_string()).await?,
+            "{member} is not hidden (never removed): nothing to restore"
+        );
+        already_restored = ever_hidden;
+    }
     ranking.unhide(redis, &member.to_string()).await?;
     // Only what the consumer has passed: an event it has not reached yet, it writes itself.
     // Writing it back announces a `reset` on the feed, as every replay that changes a board.
-    let filter = ReplayFilter {
-        schedule_id: Some(member.schedule_id),
-        ..ReplayFilter::default()
-    };
-    let report = replay::replay(pool, redis, ranking, &filter, false).await?;
+    let upto = replay::passed(pool, redis, ranking).await?.2;
+    moderation::reapply(pool, redis, ranking, member, upto).await?;
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(ranking.key())
+        .arg(member.to_string())
+        .query_async(redis)
+        .await?;
     tracing::info!(%member, by, "ranking entry restored");
     Ok(Restored {
         member: member.to_string(),
-        reapplied: report.matched > 0,
+        reapplied: score.is_some(),
+        already_restored,
     })
 }
 
@@ -183,7 +228,13 @@ impl std::fmt::Display for Removed {
 
 impl std::fmt::Display for Restored {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.reapplied {
+        if self.reapplied && self.already_restored {
+            write!(
+                f,
+                "{} was already restored; re-applied it on every board",
+                self.member
+            )
+        } else if self.reapplied {
             write!(f, "restored {} on every board", self.member)
         } else {
             write!(

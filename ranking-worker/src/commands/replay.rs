@@ -11,11 +11,12 @@ use serde::Serialize;
 use shared::events::ConcertSoldOut;
 use sqlx::PgPool;
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::consumers;
 use crate::log::{self, LogPosition, ReplayFilter};
-use crate::moderation;
+use crate::moderation::{self, Member, ModerationLock};
 use crate::ranking::{Ranking, SinkPosition, StoredPosition, SwapResult};
 
 /// Events read from Postgres and written to Redis per round trip.
@@ -79,7 +80,7 @@ where
 
 /// How far the ranking has read the log: Redis's position, or the mirror when Redis has none
 /// of this log's.
-async fn passed(
+pub(crate) async fn passed(
     pool: &PgPool,
     redis: &mut ConnectionManager,
     ranking: &Ranking,
@@ -137,55 +138,160 @@ pub async fn rebuild(
     redis: &mut ConnectionManager,
     ranking: &Ranking,
 ) -> anyhow::Result<ReplayReport> {
-    crate::retention::sold_out_kept(pool).await??;
-    let all = ReplayFilter::default();
-    let (log_id, mut live, mut upto) = passed(pool, redis, ranking).await?;
-    let progress =
-        progress_bar(log::count_sold_out_between(pool, &all, LogPosition::START, upto).await?);
-    let fresh = ranking.begin_rebuild(redis).await?;
-    let mut after = LogPosition::START;
-    let mut report = ReplayReport::default();
-    let built = loop {
-        let caught_up = for_each_page(pool, &all, (after, upto), &progress, async |events| {
-            Ok(moderation::restore(pool, redis, &fresh, events).await?)
-        })
-        .await;
-        let caught_up = match caught_up {
-            Ok(caught_up) => caught_up,
-            Err(error) => break Err(error),
-        };
-        report.matched += caught_up.matched;
-        report.skipped += caught_up.skipped;
-        let to = StoredPosition {
-            log_id,
-            position: upto,
-        };
-        match ranking.swap_in(redis, &fresh, &live, to).await? {
-            SwapResult::Swapped(size) => {
-                report.ranking_size = Some(size);
-                break Ok(());
-            }
-            SwapResult::RebuildLost => break Err(anyhow::anyhow!(
-                "Redis lost the rebuild while it ran (restarted?); nothing was swapped in, run it again"
-            )),
-            SwapResult::PositionMoved => {}
-        }
-        // The consumer moved on while the rebuild ran: add what it applied, then try again.
-        after = upto;
-        (_, live, upto) = passed(pool, redis, ranking).await?;
-        if upto < after {
-            break Err(anyhow::anyhow!(
-                "the ranking's position went back during the rebuild (Redis lost data); run it again"
-            ));
-        }
-    };
-    if built.is_err() {
-        // Best effort: a failed rebuild's keys are of no use to anyone.
-        let _ = fresh.discard(redis).await;
+    let mut rebuild = Rebuild::begin(pool, redis, ranking).await?;
+    if let Err(error) = rebuild.fill(pool, redis).await {
+        rebuild.discard(redis).await;
+        return Err(error);
     }
-    built?;
-    progress.finish_and_clear();
-    Ok(report)
+    rebuild.finish(pool, redis).await
+}
+
+/// A `replay --rebuild` in progress: [`Self::begin`], [`Self::fill`], then [`Self::finish`].
+pub struct Rebuild {
+    /// The live ranking it replaces.
+    ranking: Ranking,
+    /// Where it is built.
+    fresh: Ranking,
+    log_id: Uuid,
+    /// The live position last read, and the place in the log it stands for.
+    live: SinkPosition,
+    upto: LogPosition,
+    /// Written up to here.
+    filled: LogPosition,
+    /// Postgres's clock when it began: an entry restored since may be missing from its pages,
+    /// written while the entry was still hidden.
+    began: DateTime<Utc>,
+    progress: ProgressBar,
+    report: ReplayReport,
+}
+
+impl Rebuild {
+    /// Starts a rebuild of `ranking` at its position now.
+    pub async fn begin(
+        pool: &PgPool,
+        redis: &mut ConnectionManager,
+        ranking: &Ranking,
+    ) -> anyhow::Result<Self> {
+        crate::retention::sold_out_kept(pool).await??;
+        let all = ReplayFilter::default();
+        let (log_id, live, upto) = passed(pool, redis, ranking).await?;
+        let progress =
+            progress_bar(log::count_sold_out_between(pool, &all, LogPosition::START, upto).await?);
+        // Read under the lock, so no restore is halfway: one that closed its row before this
+        // time had also unhidden its entry in Redis before the first page is written.
+        let mut lock = ModerationLock::acquire(pool, ranking).await?;
+        let began = lock.now().await;
+        lock.release().await;
+        let began = began?;
+        let fresh = ranking.begin_rebuild(redis).await?;
+        Ok(Self {
+            ranking: ranking.clone(),
+            fresh,
+            log_id,
+            live,
+            upto,
+            filled: LogPosition::START,
+            began,
+            progress,
+            report: ReplayReport::default(),
+        })
+    }
+
+    /// Writes the events up to the live position last read.
+    pub async fn fill(
+        &mut self,
+        pool: &PgPool,
+        redis: &mut ConnectionManager,
+    ) -> anyhow::Result<()> {
+        let fresh = &self.fresh;
+        let range = (self.filled, self.upto);
+        let filled = for_each_page(
+            pool,
+            &ReplayFilter::default(),
+            range,
+            &self.progress,
+            async |events| Ok(moderation::restore(pool, redis, fresh, events).await?),
+        )
+        .await?;
+        self.report.matched += filled.matched;
+        self.report.skipped += filled.skipped;
+        self.filled = self.upto;
+        Ok(())
+    }
+
+    /// Swaps it in; if the consumer moved on meanwhile, adds what it applied and tries again.
+    /// A rebuild that fails is discarded.
+    pub async fn finish(
+        mut self,
+        pool: &PgPool,
+        redis: &mut ConnectionManager,
+    ) -> anyhow::Result<ReplayReport> {
+        let finished = self.swap_when_complete(pool, redis).await;
+        if finished.is_err() {
+            self.discard(redis).await;
+        }
+        self.progress.finish_and_clear();
+        self.report.ranking_size = Some(finished?);
+        Ok(self.report)
+    }
+
+    async fn swap_when_complete(
+        &mut self,
+        pool: &PgPool,
+        redis: &mut ConnectionManager,
+    ) -> anyhow::Result<u64> {
+        loop {
+            // Under the lock, no entry is restored or hidden between the last step and the swap.
+            let lock = ModerationLock::acquire(pool, &self.ranking).await?;
+            let swapped = self.swap_in(pool, redis).await;
+            lock.release().await;
+            match swapped? {
+                SwapResult::Swapped(size) => return Ok(size),
+                SwapResult::RebuildLost => anyhow::bail!(
+                    "Redis lost the rebuild while it ran (restarted?); nothing was swapped in, run it again"
+                ),
+                SwapResult::PositionMoved => {}
+            }
+            // The consumer moved on while the rebuild ran: add what it applied, then try again.
+            let after = self.upto;
+            (_, self.live, self.upto) = passed(pool, redis, &self.ranking).await?;
+            anyhow::ensure!(
+                self.upto >= after,
+                "the ranking's position went back during the rebuild (Redis lost data); run it again"
+            );
+            self.fill(pool, redis).await?;
+        }
+    }
+
+    /// The last step, under the moderation lock: writes the entries restored since the rebuild
+    /// began (its pages skipped those still hidden then; the live ranking has them back), then
+    /// swaps it in. Entries hidden since, the swap takes out.
+    async fn swap_in(
+        &self,
+        pool: &PgPool,
+        redis: &mut ConnectionManager,
+    ) -> anyhow::Result<SwapResult> {
+        for member in moderation::restored_since(pool, self.began).await? {
+            // The table's check admits only members spelled as the boards spell them.
+            let Ok(member) = member.parse::<Member>() else {
+                continue;
+            };
+            moderation::reapply(pool, redis, &self.fresh, &member, self.upto).await?;
+        }
+        let to = StoredPosition {
+            log_id: self.log_id,
+            position: self.upto,
+        };
+        Ok(self
+            .ranking
+            .swap_in(redis, &self.fresh, &self.live, to)
+            .await?)
+    }
+
+    /// Best effort: a failed rebuild's keys are of no use to anyone.
+    async fn discard(&self, redis: &mut ConnectionManager) {
+        let _ = self.fresh.discard(redis).await;
+    }
 }
 
 impl std::fmt::Display for ReplayReport {

@@ -448,3 +448,78 @@ async fn restore_repairs_an_entry_hidden_in_redis_only(
     assert_eq!(restored.trim(), format!("restored {stale} on every board"));
     assert_boards_hold(&harness, &mut redis, &events.iter().collect::<Vec<_>>()).await;
 }
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn an_entry_restored_while_a_rebuild_runs_is_on_the_boards_after_its_swap(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let events = sold_out(&harness).await;
+    let mut redis = harness.redis.clone();
+    let hidden = member_of(&events[1]);
+    moderation::remove(
+        &harness.pool,
+        &mut redis,
+        &harness.ranking,
+        &hidden,
+        "fraud",
+        "alice",
+    )
+    .await
+    .unwrap();
+    // The rebuild writes its pages while the entry is hidden: they skip it.
+    let mut rebuild = replay::Rebuild::begin(&harness.pool, &mut redis, &harness.ranking)
+        .await
+        .unwrap();
+    rebuild.fill(&harness.pool, &mut redis).await.unwrap();
+    let restored = moderation::restore(&harness.pool, &mut redis, &harness.ranking, &hidden, "bob")
+        .await
+        .unwrap();
+    assert!(restored.reapplied);
+    assert_boards_hold(&harness, &mut redis, &events.iter().collect::<Vec<_>>()).await;
+
+    let report = rebuild.finish(&harness.pool, &mut redis).await.unwrap();
+    assert_eq!(report.ranking_size, Some(4));
+    assert_boards_hold(&harness, &mut redis, &events.iter().collect::<Vec<_>>()).await;
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_restore_that_stopped_after_postgres_is_finished_by_running_it_again(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let events = sold_out(&harness).await;
+    let mut redis = harness.redis.clone();
+    let hidden = member(&events[2]);
+    stdout(&cli(
+        &harness,
+        &["ranking", "remove", &hidden, "--reason", "fraud"],
+    ));
+    // As a restore leaves it that closed its row and unhid the entry, then died before writing
+    // its event back.
+    sqlx::query(
+        "UPDATE ranking_hidden SET restored_by = 'bob', restored_at = now() WHERE member = $1",
+    )
+    .bind(&hidden)
+    .execute(&harness.pool)
+    .await
+    .unwrap();
+    harness.ranking.unhide(&mut redis, &hidden).await.unwrap();
+    assert_boards_hold(&harness, &mut redis, &[&events[0], &events[1], &events[3]]).await;
+
+    for _ in 0..2 {
+        let restored = stdout(&cli(&harness, &["ranking", "restore", &hidden]));
+        assert_eq!(
+            restored.trim(),
+            format!("{hidden} was already restored; re-applied it on every board")
+        );
+        assert_boards_hold(&harness, &mut redis, &events.iter().collect::<Vec<_>>()).await;
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM ranking_hidden")
+        .fetch_one(&harness.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "nothing recorded again");
+}
