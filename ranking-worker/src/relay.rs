@@ -30,6 +30,8 @@ use crate::ranking::{hidden_unloaded, member, ApplyResult, Ranking, SinkPosition
 /// How the consumer reads and backs off.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
+    /// Events per read and per apply script while keeping up (`BATCH_SIZE`); a drain reads
+    /// `CATCH_UP_FACTOR` times as many.
     pub batch_size: i64,
     /// First pause after a failure; doubles per consecutive failure up to `retry_cap`.
     pub retry_base: Duration,

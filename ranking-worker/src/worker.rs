@@ -30,13 +30,19 @@ pub const MIN_POOL_CONNECTIONS: u32 = 2;
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
+    /// Where the HTTP API listens (`RANKING_HTTP_ADDR`); port 0 picks a free one.
     pub http_addr: SocketAddr,
+    /// Redis, where the ranking lives (`REDIS_URL`).
     pub redis_url: String,
+    /// The ranking's key and its hash-tagged helper keys (`RANKING_KEY`).
     pub ranking_keys: RankingKeys,
     /// The period boards' time zone and retention.
     pub periods: PeriodSettings,
+    /// Batch size and retry pauses of the ranking consumer.
     pub relay: RelaySettings,
+    /// The fallback poll when no notification arrives (`POLL_INTERVAL_MS`).
     pub poll_interval: Duration,
+    /// The worker's Postgres pool (`DATABASE_MAX_CONNECTIONS`).
     pub max_connections: u32,
     /// The sold-out webhook, when `SOLD_OUT_WEBHOOK_URL` is set.
     pub webhook: Option<WebhookSettings>,
@@ -63,15 +69,21 @@ pub struct Worker {
 /// A consumer ready to run: its loop, and what the HTTP API and the wake-up listener share
 /// with it.
 struct Registered {
+    /// What the consumer reports (active or standby, paused, lag), read by HTTP and metrics.
     health: ConsumerHealth,
+    /// Notified by the wake-up listener when a payment commits an event.
     wake: Arc<Notify>,
+    /// The consumer's loop, started in a task of its own by `run_until_stopped`.
     run: Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>,
 }
 
 /// What every consumer's loop gets from the process.
 struct Registrar {
+    /// Where each consumer's leadership lock opens its own session.
     database: PgConnectOptions,
+    /// This process's name in `status` (`host:pid`).
     instance: String,
+    /// The fallback poll of every consumer.
     poll_interval: Duration,
 }
 
