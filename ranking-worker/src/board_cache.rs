@@ -38,8 +38,8 @@ pub const MAX_AGE: Duration = Duration::from_secs(1);
 /// the body belongs here.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BoardQuery {
-    /// The period board's name (`day:2026-11-25`), `at` resolved: a page asked for "today" is
-    /// kept under the date it was read for. `None`: the all-time board.
+    /// The period board's name (`day:Asia/Seoul:2026-11-25`), `at` resolved: a page asked for
+    /// "today" is kept under the date it was read for. `None`: the all-time board.
     pub board: Option<String>,
     pub limit: u64,
     pub offset: u64,

@@ -202,7 +202,7 @@ pub async fn sold_out_ranking(
             let key = state.ranking.board_key(period.as_ref());
             let mut body = json!({ "key": key, "entries": entries });
             if let Some(period) = &period {
-                body["period"] = json!(PeriodView::new(period, state.ranking.periods()));
+                body["period"] = json!(PeriodView::new(period));
             }
             let page = Arc::new(Rendered::new(body.to_string().into()));
             state.cache.insert(query, ticket, page.clone());

@@ -212,8 +212,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             if args.json {
                 let mut page = serde_json::json!({ "key": key, "entries": entries });
                 if let Some(period) = &period {
-                    page["period"] =
-                        serde_json::to_value(PeriodView::new(period, ranking.periods()))?;
+                    page["period"] = serde_json::to_value(PeriodView::new(period))?;
                 }
                 println!("{}", serde_json::to_string(&page)?);
             } else {

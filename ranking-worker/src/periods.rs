@@ -4,6 +4,12 @@
 //!
 //! Computed here, not in the apply script: Lua has no time zones. The script gets each event's
 //! boards by name and writes them with the all-time one.
+//!
+//! A board's name carries its time zone (`day:Asia/Seoul:2026-11-25`): a process reckoning in
+//! another zone (a standby configured otherwise, a `replay` run without `RANKING_TIMEZONE`)
+//! writes boards of its own, and never puts an event on a second board of the same kind beside
+//! the one the first zone chose. Reads use the configured zone's boards; another zone's age out
+//! with their retention, or go with the next `replay --rebuild`.
 
 use chrono::{DateTime, Datelike, Days, Months, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -42,11 +48,13 @@ impl std::str::FromStr for PeriodKind {
     }
 }
 
-/// One period: its board's name (`day:2026-11-25`, `week:2026-W48`, `month:2026-11`), the
-/// ranking key's helper key suffix, and when it ends.
+/// One period: its board's name (`day:Asia/Seoul:2026-11-25`, `week:Asia/Seoul:2026-W48`,
+/// `month:Asia/Seoul:2026-11`), the ranking key's helper key suffix, and when it ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Period {
     pub kind: PeriodKind,
+    /// The time zone the period is reckoned in.
+    pub timezone: Tz,
     /// The period alone: `2026-11-25`, `2026-W48`, `2026-11`.
     pub label: String,
     /// The first instant after the period, in UTC.
@@ -54,9 +62,15 @@ pub struct Period {
 }
 
 impl Period {
-    /// The board's name under the ranking key: `{K}:{name}`.
+    /// The board's name under the ranking key: `{K}:{name}`. IANA names hold no braces, so the
+    /// key stays in the ranking's hash slot.
     pub fn name(&self) -> String {
-        format!("{}:{}", self.kind.as_str(), self.label)
+        format!(
+            "{}:{}:{}",
+            self.kind.as_str(),
+            self.timezone.name(),
+            self.label
+        )
     }
 }
 
@@ -74,11 +88,11 @@ pub struct PeriodView {
 }
 
 impl PeriodView {
-    pub fn new(period: &Period, settings: &PeriodSettings) -> Self {
+    pub fn new(period: &Period) -> Self {
         Self {
             kind: period.kind.as_str(),
             name: period.label.clone(),
-            time_zone: settings.timezone.name(),
+            time_zone: period.timezone.name(),
             ends_at: period.ends_at,
         }
     }
@@ -149,6 +163,7 @@ impl PeriodSettings {
         };
         Some(Period {
             kind,
+            timezone: self.timezone,
             label,
             ends_at: self.start_of(next_start)?,
         })
@@ -205,14 +220,45 @@ mod tests {
         // 15:30 UTC is 00:30 the next day in Seoul (UTC+9).
         assert_eq!(
             names(&seoul, "2026-11-24T15:30:00Z"),
-            ["day:2026-11-25", "week:2026-W48", "month:2026-11"]
+            [
+                "day:Asia/Seoul:2026-11-25",
+                "week:Asia/Seoul:2026-W48",
+                "month:Asia/Seoul:2026-11"
+            ]
         );
         assert_eq!(
             names(&seoul, "2026-11-24T14:59:59.999Z"),
-            ["day:2026-11-24", "week:2026-W48", "month:2026-11"]
+            [
+                "day:Asia/Seoul:2026-11-24",
+                "week:Asia/Seoul:2026-W48",
+                "month:Asia/Seoul:2026-11"
+            ]
         );
         let day = seoul.periods_of(utc("2026-11-24T15:30:00Z")).unwrap()[0].clone();
         assert_eq!(day.ends_at, utc("2026-11-25T15:00:00Z"));
+    }
+
+    #[test]
+    fn boards_of_different_zones_never_share_a_name() {
+        let seoul = PeriodSettings::default();
+        let utc_zone = PeriodSettings {
+            timezone: chrono_tz::UTC,
+            ..seoul
+        };
+        // 1 December 01:00 in Seoul, still 30 November in UTC.
+        assert_eq!(
+            names(&seoul, "2026-11-30T16:00:00Z")[2],
+            "month:Asia/Seoul:2026-12"
+        );
+        assert_eq!(
+            names(&utc_zone, "2026-11-30T16:00:00Z")[2],
+            "month:UTC:2026-11"
+        );
+        // The same label in both zones is still two boards.
+        assert_ne!(
+            names(&seoul, "2026-11-25T03:00:00Z"),
+            names(&utc_zone, "2026-11-25T03:00:00Z")
+        );
     }
 
     #[test]
@@ -221,24 +267,31 @@ mod tests {
         // Thursday 31 December 2026 is in 2026's 53rd week; Monday 4 January 2027 starts W01.
         assert_eq!(
             names(&seoul, "2026-12-31T03:00:00Z"),
-            ["day:2026-12-31", "week:2026-W53", "month:2026-12"]
+            [
+                "day:Asia/Seoul:2026-12-31",
+                "week:Asia/Seoul:2026-W53",
+                "month:Asia/Seoul:2026-12"
+            ]
         );
         let week = &seoul.periods_of(utc("2026-12-31T03:00:00Z")).unwrap()[1];
         assert_eq!(week.ends_at, utc("2027-01-03T15:00:00Z"));
         // Sunday 3 January 2027 is still in 2026-W53.
         assert_eq!(
             names(&seoul, "2027-01-03T10:00:00Z")[1],
-            "week:2026-W53".to_owned()
+            "week:Asia/Seoul:2026-W53".to_owned()
         );
         // 1 January 2021 (a Friday) is in 2020-W53.
-        assert_eq!(names(&seoul, "2021-01-01T03:00:00Z")[1], "week:2020-W53");
+        assert_eq!(
+            names(&seoul, "2021-01-01T03:00:00Z")[1],
+            "week:Asia/Seoul:2020-W53"
+        );
     }
 
     #[test]
     fn months_end_at_the_next_first_in_the_zone() {
         let seoul = PeriodSettings::default();
         let month = &seoul.periods_of(utc("2026-12-15T00:00:00Z")).unwrap()[2];
-        assert_eq!(month.name(), "month:2026-12");
+        assert_eq!(month.name(), "month:Asia/Seoul:2026-12");
         assert_eq!(month.ends_at, utc("2026-12-31T15:00:00Z"));
     }
 

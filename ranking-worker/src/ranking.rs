@@ -10,9 +10,11 @@
 //! - `{K}:applied_events`: how many events the apply script has applied, for auditing;
 //! - `{K}:rebuild:{id}`, `{K}:rebuild:{id}:details`, `{K}:rebuild:{id}:started`: a rebuild in
 //!   progress;
-//! - `{K}:day:2026-11-25`, `{K}:week:2026-W48`, `{K}:month:2026-11`: the boards per period
-//!   (`periods.rs`), sorted sets like `K` (their details are `K`'s), each expiring
-//!   `RANKING_PERIOD_RETENTION_DAYS` after its period ends;
+//! - `{K}:day:Asia/Seoul:2026-11-25`, `{K}:week:Asia/Seoul:2026-W48`,
+//!   `{K}:month:Asia/Seoul:2026-11`: the boards per period in `RANKING_TIMEZONE` (`periods.rs`),
+//!   sorted sets like `K` (their details are `K`'s), each expiring
+//!   `RANKING_PERIOD_RETENTION_DAYS` after its period ends, or later if a process kept it
+//!   longer: an expiry only grows;
 //! - `{K}:periods`: the period boards' names, scored by their expiry, so a rebuild can replace
 //!   them all;
 //! - `{K}:hidden`: the members an operator hid (`moderation.rs`), loaded from Postgres, where
@@ -380,12 +382,17 @@ local function hidden_members()
   end
   return hidden
 end
+-- An expiry only grows: a process with a shorter retention (a `replay` run with other
+-- settings) must not cut short a board another keeps longer. NX sets a board's first expiry,
+-- GT lengthens it (Redis 7); the list's score follows the same rule.
 local function set_expiries(at, count)
   local expiries = at + 3 * count
   for k = FIRST_BOARD, #KEYS do
     local j = expiries + 2 * (k - FIRST_BOARD)
-    redis.call('PEXPIREAT', KEYS[k], ARGV[j])
-    redis.call('ZADD', KEYS[6], ARGV[j], ARGV[j + 1])
+    if redis.call('PEXPIREAT', KEYS[k], ARGV[j], 'NX') == 0 then
+      redis.call('PEXPIREAT', KEYS[k], ARGV[j], 'GT')
+    end
+    redis.call('ZADD', KEYS[6], 'GT', ARGV[j], ARGV[j + 1])
   end
   -- Boards that expired leave the list (TIME: seconds, then microseconds).
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. redis.call('TIME')[1] .. '000')
@@ -599,26 +606,61 @@ return result
 /// replaces each live key in one step, so readers see the old ranking or the new one, never an
 /// empty or partial one. Returns the new ranking's size.
 ///
-/// The period boards go with it: the live ones listed in KEYS[9] are replaced by the rebuild's
-/// listed in KEYS[10] (names under the prefixes ARGV[3] and ARGV[4]; RENAME keeps a board's
-/// expiry). Their keys are only known from the lists, hence not in KEYS; they share the
-/// ranking's hash slot all the same. Then announces a `reset` on the feed (KEYS[11], capped
-/// near ARGV[5] entries).
+/// The period boards go with it: the ARGV[4] live ones listed in KEYS[9] are replaced by the
+/// ARGV[5] listed in the rebuild's KEYS[10]. Every board's key is declared (Redis Cluster
+/// requires it): the live boards from KEYS[SWAP_BOARDS], then per rebuild board its key and the
+/// live key it becomes; their names follow in ARGV from 6, live then rebuild, as the caller read
+/// the lists. If either list changed since, returns -3 and nothing is written: read them again.
+/// RENAME keeps a board's expiry; where the live board of the same name would outlive it, the
+/// later expiry is kept (an expiry only grows). Then announces a `reset` on the feed (KEYS[11],
+/// capped near ARGV[3] entries).
 ///
 /// Members hidden while the rebuild ran (KEYS[12]) may be in its earlier pages: they are taken
 /// out of every board of the rebuild before it goes live.
+///
+/// Every key's type is checked before the first write: Redis does not roll a script back, and
+/// an error after the first RENAME would leave half a swap.
 const SWAP: &str = r#"
+local live_count, rebuild_count = tonumber(ARGV[4]), tonumber(ARGV[5])
+local first_rebuild = SWAP_BOARDS + live_count
 if redis.call('EXISTS', KEYS[7]) == 0 then return -2 end
 local stored = redis.call('GET', KEYS[3]) or ''
 if stored ~= ARGV[1] then return -1 end
-local feed_error = feed_type_error(KEYS[11])
-if feed_error then return feed_error end
+-- The keys read or written by type: the rebuild's, the lists, the feed, the hidden members and
+-- the rebuild's boards. The live ranking's are checked above; its boards are only deleted or
+-- replaced, whatever they hold.
+local expected = {[5] = 'zset', [6] = 'hash', [7] = 'string', [8] = 'string', [9] = 'zset', [10] = 'zset', [11] = 'stream', [12] = 'set'}
+for j = 0, rebuild_count - 1 do expected[first_rebuild + 2 * j] = 'zset' end
+for i, want in pairs(expected) do
+  local found = redis.call('TYPE', KEYS[i]).ok
+  if found ~= 'none' and found ~= want then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. found .. ', expected a ' .. want)
+  end
+end
+local function listed(list, first, count)
+  local names = redis.call('ZRANGE', list, 0, -1)
+  if #names ~= count then return false end
+  for i = 1, count do
+    if names[i] ~= ARGV[first + i - 1] then return false end
+  end
+  return true
+end
+if not listed(KEYS[9], 6, live_count) or not listed(KEYS[10], 6 + live_count, rebuild_count) then
+  return -3
+end
 local hidden = redis.call('SMEMBERS', KEYS[12])
 if #hidden > 0 then
   redis.call('ZREM', KEYS[5], unpack(hidden))
   redis.call('HDEL', KEYS[6], unpack(hidden))
-  for _, name in ipairs(redis.call('ZRANGE', KEYS[10], 0, -1)) do
-    redis.call('ZREM', ARGV[4] .. name, unpack(hidden))
+  for j = 0, rebuild_count - 1 do
+    redis.call('ZREM', KEYS[first_rebuild + 2 * j], unpack(hidden))
+  end
+end
+for j = 0, rebuild_count - 1 do
+  local board, live = KEYS[first_rebuild + 2 * j], KEYS[first_rebuild + 2 * j + 1]
+  local live_expiry = redis.call('PEXPIRETIME', live)
+  if live_expiry > 0 and redis.call('PEXPIREAT', board, live_expiry, 'GT') == 1 then
+    redis.call('ZADD', KEYS[10], 'GT', live_expiry, ARGV[6 + live_count + j])
   end
 end
 for i = 1, 2 do
@@ -628,12 +670,13 @@ for i = 1, 2 do
     redis.call('DEL', KEYS[i])
   end
 end
-for _, name in ipairs(redis.call('ZRANGE', KEYS[9], 0, -1)) do
-  redis.call('DEL', ARGV[3] .. name)
+for k = SWAP_BOARDS, first_rebuild - 1 do
+  redis.call('DEL', KEYS[k])
 end
-for _, name in ipairs(redis.call('ZRANGE', KEYS[10], 0, -1)) do
-  if redis.call('EXISTS', ARGV[4] .. name) == 1 then
-    redis.call('RENAME', ARGV[4] .. name, ARGV[3] .. name)
+for j = 0, rebuild_count - 1 do
+  local board, live = KEYS[first_rebuild + 2 * j], KEYS[first_rebuild + 2 * j + 1]
+  if redis.call('EXISTS', board) == 1 then
+    redis.call('RENAME', board, live)
   end
 end
 if redis.call('EXISTS', KEYS[10]) == 1 then
@@ -643,9 +686,16 @@ else
 end
 redis.call('DEL', KEYS[7], KEYS[8])
 redis.call('SET', KEYS[3], ARGV[2])
-announce_reset(KEYS[11], ARGV[5])
+announce_reset(KEYS[11], ARGV[3])
 return redis.call('ZCARD', KEYS[1])
 "#;
+
+/// The first period board's key in the swap script's KEYS (1-based, as Lua counts).
+const SWAP_BOARDS: usize = 13;
+
+/// How often a swap reads the board lists again when they changed under it (a board expired
+/// or was added between the read and the script) before giving up.
+const SWAP_ATTEMPTS: usize = 10;
 
 /// Loads the hidden members (KEYS[1]) from ARGV, unless they are loaded: a list loaded is kept,
 /// since `ranking remove` and `restore` change it in Redis after Postgres. Returns 1 when it
@@ -884,6 +934,8 @@ pub enum SwapResult {
     PositionMoved,
     /// The rebuild's keys are gone (Redis restarted mid-rebuild): nothing was swapped.
     RebuildLost,
+    /// The lists of period boards changed under every attempt: nothing was swapped.
+    BoardsKeptChanging,
 }
 
 /// What the apply script did.
@@ -952,7 +1004,9 @@ pub struct Ranking {
 impl Ranking {
     pub fn new(keys: RankingKeys) -> Self {
         let writer = |body: &str| {
-            let first_board = format!("local FIRST_BOARD = {FIRST_BOARD_KEY}\n");
+            let first_board = format!(
+                "local FIRST_BOARD = {FIRST_BOARD_KEY}\nlocal SWAP_BOARDS = {SWAP_BOARDS}\n"
+            );
             Script::new(&format!(
                 "{first_board}{CHECK_TYPES}{WRITE_EVENTS}{BOARDS}{FEED}{body}"
             ))
@@ -1182,27 +1236,48 @@ impl Ranking {
         live: &SinkPosition,
         to: StoredPosition,
     ) -> redis::RedisResult<SwapResult> {
-        let mut invocation = self.swap.prepare_invoke();
-        for key in self.keys.all().into_iter().chain(rebuild.keys.all()) {
-            invocation.key(key);
+        for _ in 0..SWAP_ATTEMPTS {
+            // The boards' keys go in KEYS, so the script gets them from the lists read here,
+            // and refuses if the lists changed meanwhile.
+            let (live_names, rebuild_names): (Vec<String>, Vec<String>) = redis::pipe()
+                .zrange(&self.keys.periods, 0, -1)
+                .zrange(&rebuild.keys.periods, 0, -1)
+                .query_async(redis)
+                .await?;
+            let mut invocation = self.swap.prepare_invoke();
+            for key in self.keys.all().into_iter().chain(rebuild.keys.all()) {
+                invocation.key(key);
+            }
+            invocation
+                .key(&self.keys.periods)
+                .key(&rebuild.keys.periods)
+                .key(&self.keys.feed)
+                .key(&self.keys.hidden);
+            for name in &live_names {
+                invocation.key(format!("{}{name}", self.keys.boards));
+            }
+            for name in &rebuild_names {
+                invocation
+                    .key(format!("{}{name}", rebuild.keys.boards))
+                    .key(format!("{}{name}", self.keys.boards));
+            }
+            invocation
+                .arg(live.expected())
+                .arg(to.encode())
+                .arg(FEED_MAX_LEN)
+                .arg(live_names.len())
+                .arg(rebuild_names.len())
+                .arg(&live_names)
+                .arg(&rebuild_names);
+            let size: i64 = invocation.invoke_async(redis).await?;
+            return Ok(match size {
+                -1 => SwapResult::PositionMoved,
+                -2 => SwapResult::RebuildLost,
+                -3 => continue,
+                size => SwapResult::Swapped(size.max(0) as u64),
+            });
         }
-        invocation
-            .key(&self.keys.periods)
-            .key(&rebuild.keys.periods)
-            .key(&self.keys.feed)
-            .key(&self.keys.hidden);
-        invocation
-            .arg(live.expected())
-            .arg(to.encode())
-            .arg(&self.keys.boards)
-            .arg(&rebuild.keys.boards)
-            .arg(FEED_MAX_LEN);
-        let size: i64 = invocation.invoke_async(redis).await?;
-        Ok(match size {
-            -1 => SwapResult::PositionMoved,
-            -2 => SwapResult::RebuildLost,
-            size => SwapResult::Swapped(size.max(0) as u64),
-        })
+        Ok(SwapResult::BoardsKeptChanging)
     }
 
     /// Entries `offset..offset + limit` of the all-time board, fastest first.

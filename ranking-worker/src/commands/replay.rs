@@ -250,6 +250,9 @@ impl Rebuild {
                 SwapResult::RebuildLost => anyhow::bail!(
                     "Redis lost the rebuild while it ran (restarted?); nothing was swapped in, run it again"
                 ),
+                SwapResult::BoardsKeptChanging => anyhow::bail!(
+                    "the period boards kept changing during the swap; nothing was swapped in, run it again"
+                ),
                 SwapResult::PositionMoved => {}
             }
             // The consumer moved on while the rebuild ran: add what it applied, then try again.

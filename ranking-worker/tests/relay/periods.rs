@@ -166,15 +166,15 @@ async fn sell_outs_land_on_their_day_week_and_month_in_seoul(
     assert_eq!(
         boards.keys().collect::<Vec<_>>(),
         [
-            "day:2026-11-24",
-            "day:2026-11-25",
-            "day:2026-12-31",
-            "day:2027-01-01",
-            "month:2026-11",
-            "month:2026-12",
-            "month:2027-01",
-            "week:2026-W48",
-            "week:2026-W53",
+            "day:Asia/Seoul:2026-11-24",
+            "day:Asia/Seoul:2026-11-25",
+            "day:Asia/Seoul:2026-12-31",
+            "day:Asia/Seoul:2027-01-01",
+            "month:Asia/Seoul:2026-11",
+            "month:Asia/Seoul:2026-12",
+            "month:Asia/Seoul:2027-01",
+            "week:Asia/Seoul:2026-W48",
+            "week:Asia/Seoul:2026-W53",
         ]
     );
     listed.sort();
@@ -192,7 +192,10 @@ async fn sell_outs_land_on_their_day_week_and_month_in_seoul(
         &format!("{base}/rankings/sold-out?period=week&at=2027-01-01"),
     )
     .await;
-    assert_eq!(page["key"], format!("{{{}}}:week:2026-W53", harness.key));
+    assert_eq!(
+        page["key"],
+        format!("{{{}}}:week:Asia/Seoul:2026-W53", harness.key)
+    );
     assert_eq!(page["period"]["kind"], "week");
     assert_eq!(page["period"]["name"], "2026-W53");
     assert_eq!(page["period"]["time_zone"], "Asia/Seoul");
@@ -243,7 +246,7 @@ async fn replay_rebuild_and_a_heal_give_the_same_period_boards(
 
     // Replay writes back a board lost, and changes nothing where all is there.
     redis::cmd("DEL")
-        .arg(format!("{{{}}}:week:2026-W53", harness.key))
+        .arg(format!("{{{}}}:week:Asia/Seoul:2026-W53", harness.key))
         .exec_async(&mut redis)
         .await
         .unwrap();
@@ -256,7 +259,7 @@ async fn replay_rebuild_and_a_heal_give_the_same_period_boards(
 
     // A rebuild replaces every board, a stray one included.
     redis::cmd("ZADD")
-        .arg(format!("{{{}}}:day:2026-11-25", harness.key))
+        .arg(format!("{{{}}}:day:Asia/Seoul:2026-11-25", harness.key))
         .arg(1)
         .arg("concert:9:schedule:99")
         .exec_async(&mut redis)
@@ -387,4 +390,257 @@ async fn a_bad_period_or_date_is_refused_and_changes_nothing(
         harness.scores().await,
     );
     assert_eq!(after, before);
+}
+
+/// The boards of one time zone: those whose name carries `zone`.
+fn in_zone(boards: &Boards, zone: &str) -> BTreeMap<String, (BTreeMap<String, String>, i64)> {
+    boards
+        .0
+        .iter()
+        .filter(|(name, _)| name.contains(&format!(":{zone}:")))
+        .map(|(name, board)| (name.clone(), board.clone()))
+        .collect()
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_replay_in_another_time_zone_never_puts_an_event_on_two_boards_of_one_kind(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let mut events = sell_outs();
+    // 01:00 on 1 December in Seoul, still 30 November in UTC.
+    events.push(sold_out(6, "2026-11-30T16:00:00Z", 50));
+    enqueue(&harness, &events).await;
+    harness.drain(&mut harness.relay(settings())).await;
+    let mut redis = harness.redis.clone();
+    let applied = all_boards(&harness.key, &mut redis).await;
+    let seoul = in_zone(&applied, "Asia/Seoul");
+    assert_eq!(seoul.len(), applied.0.len(), "every board is Seoul's");
+
+    // An operator's replay from a shell where RANKING_TIMEZONE is UTC.
+    let in_utc = harness.ranking.clone().with_periods(PeriodSettings {
+        timezone: chrono_tz::UTC,
+        ..PeriodSettings::default()
+    });
+    let all = ReplayFilter::default();
+    replay::replay(&harness.pool, &mut redis, &in_utc, &all, false)
+        .await
+        .unwrap();
+    let replayed = all_boards(&harness.key, &mut redis).await;
+    assert_eq!(
+        in_zone(&replayed, "Asia/Seoul"),
+        seoul,
+        "Seoul's boards are as the consumer wrote them"
+    );
+    // Each event at most once per kind of board and zone: the board's name without its label.
+    let mut seen = std::collections::HashSet::new();
+    for (name, (entries, _)) in &replayed.0 {
+        let (kind_and_zone, _) = name.rsplit_once(':').unwrap();
+        for member in entries.keys() {
+            assert!(
+                seen.insert((kind_and_zone.to_owned(), member.clone())),
+                "{member} is on two {kind_and_zone} boards"
+            );
+        }
+    }
+    // Reads in Seoul see Seoul's boards only: schedule 6 is December's there.
+    use PeriodKind::Month;
+    assert_eq!(board(&harness, Month, "2026-11-01").await.len(), 3);
+    assert_eq!(board(&harness, Month, "2026-12-01").await, [(1, 4), (2, 6)]);
+
+    // A rebuild in Seoul drops the other zone's boards.
+    replay::rebuild(&harness.pool, &mut redis, &harness.ranking)
+        .await
+        .unwrap();
+    assert_eq!(all_boards(&harness.key, &mut redis).await, applied);
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_shorter_retention_never_shortens_a_boards_expiry(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let events = [sold_out(1, &Utc::now().to_rfc3339(), 40)];
+    enqueue(&harness, &events).await;
+    harness.drain(&mut harness.relay(settings())).await;
+    let mut redis = harness.redis.clone();
+    let applied = all_boards(&harness.key, &mut redis).await;
+    assert_eq!(applied.0.len(), 3);
+
+    let with_retention = |retention_days| {
+        harness.ranking.clone().with_periods(PeriodSettings {
+            retention_days,
+            ..PeriodSettings::default()
+        })
+    };
+    // A replay and a rebuild with 30 days keep the 400 days the consumer set.
+    let short = with_retention(30);
+    let all = ReplayFilter::default();
+    replay::replay(&harness.pool, &mut redis, &short, &all, false)
+        .await
+        .unwrap();
+    assert_eq!(all_boards(&harness.key, &mut redis).await, applied);
+    replay::rebuild(&harness.pool, &mut redis, &short)
+        .await
+        .unwrap();
+    assert_eq!(all_boards(&harness.key, &mut redis).await, applied);
+
+    // A longer one lengthens them.
+    let long = with_retention(500);
+    replay::replay(&harness.pool, &mut redis, &long, &all, false)
+        .await
+        .unwrap();
+    let (boards, _) = all_boards(&harness.key, &mut redis).await;
+    let expected: BTreeMap<String, i64> = long
+        .periods()
+        .periods_of(events[0].sold_out_at)
+        .unwrap()
+        .iter()
+        .map(|period| {
+            let expiry = long.periods().expires_at(period).timestamp_millis();
+            (period.name(), expiry)
+        })
+        .collect();
+    let found: BTreeMap<String, i64> = boards
+        .iter()
+        .map(|(name, (_, expiry))| (name.clone(), *expiry))
+        .collect();
+    assert_eq!(found, expected);
+    let listed: Vec<(String, i64)> = redis::cmd("ZRANGE")
+        .arg(format!("{{{}}}:periods", harness.key))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.into_iter().collect::<BTreeMap<_, _>>(),
+        expected,
+        "the list's scores follow"
+    );
+}
+
+/// The keys of every rebuild of the ranking.
+async fn rebuild_keys(key: &str, redis: &mut ConnectionManager) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg(format!("\\{{{key}\\}}:rebuild:*"))
+        .query_async(redis)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_swap_that_cannot_finish_changes_nothing_and_leaves_no_rebuild_behind(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    enqueue(&harness, &sell_outs()).await;
+    harness.drain(&mut harness.relay(settings())).await;
+    let mut redis = harness.redis.clone();
+    // A stray entry a swap would drop, and a list of boards that is not one.
+    redis::cmd("ZADD")
+        .arg(&harness.key)
+        .arg(1)
+        .arg("concert:9:schedule:99")
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+    let periods = format!("{{{}}}:periods", harness.key);
+    redis::cmd("SET")
+        .arg(&periods)
+        .arg("not a sorted set")
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+    let scores = harness.scores().await;
+    let position = harness.ranking.position(&mut redis).await.unwrap();
+
+    let failed = replay::rebuild(&harness.pool, &mut redis, &harness.ranking).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(harness.scores().await, scores, "not half swapped");
+    assert_eq!(
+        harness.ranking.position(&mut redis).await.unwrap(),
+        position
+    );
+    assert_eq!(
+        rebuild_keys(&harness.key, &mut redis).await,
+        Vec::<String>::new()
+    );
+
+    // Put right, the rebuild goes through.
+    redis::cmd("DEL")
+        .arg(&periods)
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+    let rebuilt = replay::rebuild(&harness.pool, &mut redis, &harness.ranking)
+        .await
+        .unwrap();
+    assert_eq!(rebuilt.ranking_size, Some(5));
+    assert_eq!(
+        rebuild_keys(&harness.key, &mut redis).await,
+        Vec::<String>::new()
+    );
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_swap_checks_the_rebuilds_boards_before_writing_anything(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let events = sell_outs();
+    enqueue(&harness, &events).await;
+    harness.drain(&mut harness.relay(settings())).await;
+    let mut redis = harness.redis.clone();
+    redis::cmd("ZADD")
+        .arg(&harness.key)
+        .arg(1)
+        .arg("concert:9:schedule:99")
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+    let scores = harness.scores().await;
+    let before = all_boards(&harness.key, &mut redis).await;
+    let live = harness.ranking.position(&mut redis).await.unwrap();
+    let ranking_worker::ranking::SinkPosition::Stored(to) = live.clone() else {
+        panic!("no position: {live:?}");
+    };
+
+    let fresh = harness.ranking.begin_rebuild(&mut redis).await.unwrap();
+    fresh
+        .restore(&mut redis, &events.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    // One of the rebuild's boards is something else now.
+    let period = &harness
+        .ranking
+        .periods()
+        .periods_of(events[3].sold_out_at)
+        .unwrap()[1];
+    let broken = fresh.board_key(Some(period));
+    redis::pipe()
+        .del(&broken)
+        .set(&broken, "not a board")
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+
+    let error = harness
+        .ranking
+        .swap_in(&mut redis, &fresh, &live, to)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some("WRONGTYPE"), "{error}");
+    assert_eq!(harness.scores().await, scores, "nothing swapped");
+    assert_eq!(all_boards(&harness.key, &mut redis).await, before);
+    fresh.discard(&mut redis).await.unwrap();
+    assert_eq!(
+        rebuild_keys(&harness.key, &mut redis).await,
+        Vec::<String>::new()
+    );
 }
