@@ -35,7 +35,7 @@ pub async fn eviction_policy(redis: &mut ConnectionManager) -> redis::RedisResul
     match reply {
         Ok(pair) => Ok(pair.into_iter().nth(1)),
         Err(error) if error.code().is_some() => {
-            tracing::warn!(%error, "cannot read Redis's maxmemory-policy; make sure it is not allkeys-*");
+            tracing::warn!(%error, "cannot read Redis's maxmemory-policy; make sure it is noeviction");
             Ok(None)
         }
         Err(error) => Err(error),
@@ -43,13 +43,41 @@ pub async fn eviction_policy(redis: &mut ConnectionManager) -> redis::RedisResul
 }
 
 /// Refuses an eviction policy that may evict the ranking's keys: an `allkeys-*` policy could
-/// evict the ranking but keep its position, and nothing could tell the ranking lost entries.
+/// evict the ranking but keep its position, and nothing could tell the ranking lost entries; a
+/// `volatile-*` one could evict the period boards, the only ranking keys with an expiry, just
+/// as silently.
 pub fn refuse_evicting_policy(policy: Option<&str>) -> anyhow::Result<()> {
     match policy {
-        Some(policy) if policy.starts_with("allkeys-") => anyhow::bail!(
-            "REDIS_URL: Redis's maxmemory-policy is {policy}, which may evict the ranking; \
-             set it to noeviction (or a volatile-* policy)"
-        ),
+        Some(policy) if policy.starts_with("allkeys-") || policy.starts_with("volatile-") => {
+            anyhow::bail!(
+                "REDIS_URL: Redis's maxmemory-policy is {policy}, which may evict the ranking \
+                 (allkeys-*) or its period boards, which expire (volatile-*); set it to noeviction"
+            )
+        }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_policy_that_evicts_no_ranking_key_is_accepted() {
+        for evicting in [
+            "allkeys-lru",
+            "allkeys-random",
+            "volatile-lru",
+            "volatile-ttl",
+        ] {
+            let refused = refuse_evicting_policy(Some(evicting))
+                .unwrap_err()
+                .to_string();
+            assert!(refused.contains(evicting), "{refused}");
+            assert!(refused.contains("set it to noeviction"), "{refused}");
+        }
+        assert!(refuse_evicting_policy(Some("noeviction")).is_ok());
+        // CONFIG not allowed: warned about, not refused.
+        assert!(refuse_evicting_policy(None).is_ok());
     }
 }

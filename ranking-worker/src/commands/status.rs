@@ -24,7 +24,7 @@ pub struct Status {
     pub ranking_key: String,
     /// `None` while Redis does not answer.
     pub ranking_size: Option<u64>,
-    /// Redis's `maxmemory-policy` (`allkeys-*` is refused), if Redis lets it be read.
+    /// Redis's `maxmemory-policy` (`allkeys-*` and `volatile-*` are refused), if Redis lets it be read.
     pub redis_maxmemory_policy: Option<String>,
     /// Why Redis's parts are missing.
     #[serde(skip_serializing_if = "Option::is_none")]
