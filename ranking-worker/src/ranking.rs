@@ -23,7 +23,7 @@
 //! - `{K}:feed`: the feed of new entries, a capped Redis Stream written by the apply script, one
 //!   entry per schedule entering the ranking, its ID the event's log position (`{tx_id}-{seq}`),
 //!   or a `reset` for a change readers must read again (a backlog drained, a replay, a swap, a
-//!   heal). Every instance reads it (`stream.rs`), active or standing by: its live board and its
+//!   heal; one whose ID is not a log position names the last one announced in `after`). Every instance reads it (`stream.rs`), active or standing by: its live board and its
 //!   read cache (`board_cache.rs`) follow the ranking through it alone, so every script that
 //!   changes the ranking writes to it.
 //!
@@ -494,12 +494,27 @@ local function feed_type_error(feed)
     return redis.error_reply('WRONGTYPE ' .. feed .. ' holds a ' .. found .. ', expected a stream')
   end
 end
+-- The last log position the feed has announced, its `last` ID when that is one. A reset's own
+-- ID may not be a log position (Redis took the next sequence number): it names the position
+-- before it in its `after` field.
+local function last_position(feed, last)
+  local tail = redis.call('XREVRANGE', feed, '+', '-', 'COUNT', 1)[1]
+  if not tail or tail[1] ~= last or tail[2][1] ~= 'reset' then return last end
+  for i = 3, #tail[2], 2 do
+    if tail[2][i] == 'after' then return tail[2][i + 1] end
+  end
+  return last
+end
 -- Tells every reader to read the board again, for a change no entry describes (a replay, a
--- swap, a heal): a `reset` just after the feed's last ID, under the same log position
--- ('<tx_id>-*': Redis takes the next sequence number), so the IDs still follow the log.
-local function announce_reset(feed, max_len)
-  local ms = string.match((feed_ids(feed)), '^(%d+)-')
-  redis.call('XADD', feed, 'MAXLEN', '~', max_len, ms .. '-*', 'reset', 0)
+-- swap, a heal): a `reset` just after the feed's last ID, under the same transaction id
+-- ('<tx_id>-*': Redis takes the next sequence number), so the IDs still follow the log. That
+-- ID may be a later row's of the same transaction, so the reset keeps the last position
+-- announced (or `after`, when given) for the apply script to tell new rows from old.
+local function announce_reset(feed, max_len, after)
+  local last = feed_ids(feed)
+  after = after or last_position(feed, last)
+  local ms = string.match(last, '^(%d+)-')
+  redis.call('XADD', feed, 'MAXLEN', '~', max_len, ms .. '-*', 'reset', 0, 'after', after)
 end
 "#;
 
@@ -518,7 +533,9 @@ end
 /// grow, so a new event's always is after, and the new ones are the batch's tail. More than
 /// ARGV[5] new ones (a backlog drained) are announced as one `reset` entry instead, at the last
 /// one's position: readers take a fresh snapshot, and the drain does not pay for entries no
-/// board could show one by one. Old events that changed a board all the same (a heal into a
+/// board could show one by one. So are new ones whose IDs a `reset` took (`announce_reset`
+/// after an earlier row of the same transaction): "new" means after the last position
+/// announced, which a reset records, not after the feed's last ID. Old events that changed a board all the same (a heal into a
 /// ranking that lost them) are announced as a `reset`: every reader's cache must forget the
 /// boards it holds.
 const APPLY: &str = r#"
@@ -544,13 +561,21 @@ end
 if count > 0 then redis.call('INCRBY', KEYS[4], count) end
 redis.call('SET', KEYS[3], ARGV[2])
 local last = feed_ids(KEYS[5])
+local announced = last_position(KEYS[5], last)
 local ids = 6 + 4 * count
 local first = count
 for i = 0, count - 1 do
-  if id_after(ARGV[ids + i], last) then first = i; break end
+  if id_after(ARGV[ids + i], announced) then first = i; break end
 end
-if count - first > tonumber(ARGV[5]) then
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], ARGV[ids + count - 1], 'reset', count - first)
+if first < count and (count - first > tonumber(ARGV[5]) or not id_after(ARGV[ids + first], last)) then
+  -- Too many to announce one by one, or a reset took the first new one's ID: one reset for
+  -- them all, at the batch's last position if it is free.
+  local tail = ARGV[ids + count - 1]
+  if id_after(tail, last) then
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], tail, 'reset', count - first)
+  else
+    announce_reset(KEYS[5], ARGV[3], tail)
+  end
 elseif first == count then
   if changed > 0 then announce_reset(KEYS[5], ARGV[3]) end
 else

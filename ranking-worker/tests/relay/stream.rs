@@ -518,3 +518,87 @@ async fn resets_close_together_share_a_snapshot_and_the_last_board_arrives(
         members(&next)[0].as_str()
     );
 }
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_reset_between_two_rows_of_one_transaction_leaves_neither_off_the_feed(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    use ranking_worker::log::LogPosition;
+    use ranking_worker::relay::RelaySettings;
+
+    let harness = Harness::new(database).await;
+    let earlier = harness.enqueue(1).await;
+    // One transaction of three rows, read by batches of two: the first goes with `earlier`.
+    let rows = [
+        crate::helpers::event(2),
+        crate::helpers::event(3),
+        crate::helpers::event(4),
+    ];
+    let mut tx = harness.pool.begin().await.unwrap();
+    for row in &rows {
+        shared::outbox::enqueue(&mut tx, row).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let positions: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT tx_id::text::bigint, seq FROM outbox ORDER BY tx_id::text::bigint, seq",
+    )
+    .fetch_all(&harness.pool)
+    .await
+    .unwrap();
+    let feed_id = |(tx_id, seq): (i64, i64)| FeedId::from(LogPosition { tx_id, seq });
+    let mut relay = harness.relay(RelaySettings {
+        batch_size: 2,
+        ..crate::helpers::settings()
+    });
+    harness.apply_at_least(&mut relay, 2).await;
+
+    // A change no entry describes (a replay puts back an entry lost): the reset takes the next
+    // ID of the transaction's.
+    let mut redis = harness.redis.clone();
+    redis::cmd("ZREM")
+        .arg(&harness.key)
+        .arg(ranking_worker::ranking::member(&earlier[0]))
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+    let all = ReplayFilter::default();
+    let report = replay::replay(&harness.pool, &mut redis, &harness.ranking, &all, false)
+        .await
+        .unwrap();
+    assert_eq!(report.restored, 1);
+    let read_up_to = harness.ranking.feed_last(&mut redis).await.unwrap();
+    assert_eq!(
+        read_up_to,
+        feed_id(positions[2]),
+        "the reset holds the second row's position"
+    );
+
+    harness.drain(&mut relay).await;
+    // A reader that read up to the reset learns of the second row: as an entry, or as a reset
+    // that sends it to read the board again.
+    let missed = harness
+        .ranking
+        .feed_after(&mut redis, read_up_to, 100)
+        .await
+        .unwrap();
+    if let Some(missed) = missed {
+        let members: Vec<_> = missed.iter().map(|a| a.entry.member.clone()).collect();
+        assert!(
+            members.contains(&ranking_worker::ranking::member(&rows[1])),
+            "the second row is off the feed: {members:?}"
+        );
+    }
+    // Applied again (Redis lost the position: a heal), the rows announce nothing more.
+    let after_drain = harness.ranking.feed_last(&mut redis).await.unwrap();
+    redis::cmd("DEL")
+        .arg(harness.ranking.keys().position())
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(harness.drain(&mut relay).await.resynced);
+    assert_eq!(
+        harness.ranking.feed_last(&mut redis).await.unwrap(),
+        after_drain
+    );
+}
