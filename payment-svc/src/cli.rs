@@ -84,8 +84,8 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub statement_timeout_ms: u64,
 
-    /// Longest a request may take, reading its body included, in milliseconds; a client that
-    /// sends more slowly gets 408.
+    /// Longest a client may take to send its request body, in milliseconds; a client that
+    /// sends more slowly gets 408. A statement once sent is always answered with its outcome.
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = Limits::DEFAULT_REQUEST_TIMEOUT_MS,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub request_timeout_ms: u64,

@@ -43,7 +43,7 @@ pub enum ApiError {
     Unavailable(#[source] sqlx::Error),
     #[error("the database did not answer in time")]
     TooSlow(#[source] sqlx::Error),
-    #[error("the request was not received and answered within {0} ms")]
+    #[error("the request body was not received within {0} ms")]
     RequestTimeout(u128),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),

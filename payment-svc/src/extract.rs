@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::{self, DeserializeOwned, Deserializer, Unexpected, Visitor};
 
+use crate::deadline::RequestDeadline;
 use crate::error::ApiError;
 use crate::idempotency::{IdempotencyKey, RequestHash};
 
@@ -34,15 +35,21 @@ where
         if !has_json_content_type(request.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(MAX_BODY_BYTES)
-                } else {
-                    ApiError::malformed(rejection.body_text())
-                }
-            })?;
+        let deadline = request.extensions().get::<RequestDeadline>().copied();
+        let read = Bytes::from_request(request, state);
+        let read = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.at, read)
+                .await
+                .map_err(|_| ApiError::RequestTimeout(deadline.allowed.as_millis()))?,
+            None => read.await,
+        };
+        let bytes = read.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(MAX_BODY_BYTES)
+            } else {
+                ApiError::malformed(rejection.body_text())
+            }
+        })?;
         let axum::Json(value) =
             axum::Json::<T>::from_bytes(&bytes).map_err(|rejection| match rejection {
                 JsonRejection::JsonDataError(error) => ApiError::validation(error.body_text()),

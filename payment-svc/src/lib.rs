@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cli;
 pub mod confirm_payment;
 pub mod db;
+pub mod deadline;
 pub mod domain;
 pub mod error;
 pub mod extract;

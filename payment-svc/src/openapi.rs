@@ -191,7 +191,7 @@ pub enum BodyErrors {
 /// What any operation that reads Postgres can answer.
 #[derive(IntoResponses)]
 pub enum Always {
-    /// `REQUEST_TIMEOUT`: the request was not received and answered within `REQUEST_TIMEOUT_MS`.
+    /// `REQUEST_TIMEOUT`: the request body was not received within `REQUEST_TIMEOUT_MS`.
     #[response(status = 408, content_type = "application/problem+json")]
     RequestTimeout(Problem),
     /// `UNAVAILABLE`: Postgres is unreachable or too slow. Retry after `Retry-After` seconds.

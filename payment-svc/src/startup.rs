@@ -4,14 +4,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::{BoxError, ServiceBuilder};
 use tower_http::compression::CompressionLayer;
 
 use crate::auth::{JwtSecret, TokenVerifier};
@@ -42,9 +40,10 @@ pub struct Limits {
     /// Longest one SQL statement may run (`STATEMENT_TIMEOUT_MS`): no request, however odd,
     /// keeps a connection busy longer; it gets 503 `UNAVAILABLE` instead.
     pub statement_timeout: Duration,
-    /// Longest a request may take from its headers to its response (`REQUEST_TIMEOUT_MS`),
-    /// reading its body included: a client that sends slowly gets 408 `REQUEST_TIMEOUT`
-    /// instead of holding a connection (and perhaps a transaction) open.
+    /// Longest a client may take to send its request body, counted from its headers
+    /// (`REQUEST_TIMEOUT_MS`): a client that sends slowly gets 408 `REQUEST_TIMEOUT` instead of
+    /// holding a connection open. A statement once sent is always answered with its outcome
+    /// (crate::deadline says why); acquire and statement timeouts bound that part.
     pub request_timeout: Duration,
 }
 
@@ -52,7 +51,7 @@ impl Limits {
     pub const DEFAULT_MAX_HOLDS_PER_USER: u32 = 4;
     /// Above the default lock timeout (5 s), so a lock wait ends as a lock timeout.
     pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 10_000;
-    /// Above lock and statement timeouts, so a slow database is reported as such (503) first.
+    /// Generous: a slow client on a slow network still gets its body in.
     pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 }
 
@@ -134,16 +133,6 @@ impl Application {
 }
 
 fn router(state: AppState, request_timeout: Duration) -> Router {
-    // The deadline drops the handler's future when it passes; a transaction in it rolls back.
-    let deadline = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(move |error: BoxError| async move {
-            if error.is::<tower::timeout::error::Elapsed>() {
-                ApiError::RequestTimeout(request_timeout.as_millis())
-            } else {
-                ApiError::Internal(anyhow::anyhow!(error))
-            }
-        }))
-        .timeout(request_timeout);
     let routes = Router::new()
         .merge(health::router())
         .route("/openapi.json", get(crate::openapi::document))
@@ -155,7 +144,11 @@ fn router(state: AppState, request_timeout: Duration) -> Router {
         // 405 with `Allow` (axum adds the header to the fallback's answer), as RFC 9110 says.
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(deadline)
+        // The deadline bounds receiving the request only: see crate::deadline for why.
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            crate::deadline::start,
+        ))
         .layer(axum::middleware::from_fn(shared::metrics::record_request));
     // gzip for clients that accept it: a page of 1,000 seats shrinks about twentyfold.
     shared::http::with_request_log(routes)

@@ -5,6 +5,7 @@ mod helpers;
 mod auth;
 mod bad_input;
 mod counter_migration;
+mod deadline;
 mod healthcheck;
 mod heavy_reads;
 mod hold_expiry;
