@@ -74,6 +74,14 @@ impl Period {
     }
 }
 
+/// The time zone in a board's name (`day:Asia/Seoul:2026-11-25`); `None` for a name that holds
+/// none.
+pub fn zone_of_board(name: &str) -> Option<Tz> {
+    let (_kind, rest) = name.split_once(':')?;
+    let (zone, _label) = rest.rsplit_once(':')?;
+    zone.parse().ok()
+}
+
 /// A period as the read API and `top --json` show it beside the board's entries.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PeriodView {
@@ -259,6 +267,17 @@ mod tests {
             names(&seoul, "2026-11-25T03:00:00Z"),
             names(&utc_zone, "2026-11-25T03:00:00Z")
         );
+    }
+
+    #[test]
+    fn a_boards_name_tells_its_zone() {
+        assert_eq!(
+            zone_of_board("week:America/Argentina/Buenos_Aires:2026-W48"),
+            Some(chrono_tz::America::Argentina::Buenos_Aires)
+        );
+        assert_eq!(zone_of_board("day:UTC:2026-11-25"), Some(chrono_tz::UTC));
+        assert_eq!(zone_of_board("day:2026-11-25"), None);
+        assert_eq!(zone_of_board("month"), None);
     }
 
     #[test]

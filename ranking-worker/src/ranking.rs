@@ -37,7 +37,7 @@ use shared::events::ConcertSoldOut;
 use uuid::Uuid;
 
 use crate::log::LogPosition;
-use crate::periods::{Period, PeriodSettings};
+use crate::periods::{self, Period, PeriodSettings};
 
 /// The names of one ranking's keys.
 #[derive(Debug, Clone)]
@@ -1427,14 +1427,32 @@ impl Ranking {
             .key(&self.keys.details)
             .key(&self.keys.hidden)
             .key(&self.keys.feed);
-        // Every period's board, past retention or not: taking a member off one is harmless.
-        for period in self
-            .periods
-            .periods_of(event.sold_out_at)
-            .into_iter()
-            .flatten()
+        // Every period's board, past retention or not: taking a member off one is harmless. In
+        // every zone with boards, too: a process reckoning in another (a replay run without
+        // RANKING_TIMEZONE) may have put the member on boards of its own.
+        let listed: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&self.keys.periods)
+            .arg(0)
+            .arg(-1)
+            .query_async(redis)
+            .await?;
+        let mut zones = vec![self.periods.timezone];
+        for zone in listed
+            .iter()
+            .filter_map(|name| periods::zone_of_board(name))
         {
-            invocation.key(self.keys.board(&period));
+            if !zones.contains(&zone) {
+                zones.push(zone);
+            }
+        }
+        for timezone in zones {
+            let settings = PeriodSettings {
+                timezone,
+                ..self.periods
+            };
+            for period in settings.periods_of(event.sold_out_at).into_iter().flatten() {
+                invocation.key(self.keys.board(&period));
+            }
         }
         let ranked: i64 = invocation
             .arg(member(event))

@@ -644,3 +644,38 @@ async fn a_swap_checks_the_rebuilds_boards_before_writing_anything(
         Vec::<String>::new()
     );
 }
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_hidden_entry_leaves_the_boards_of_every_zone(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let events = sell_outs();
+    enqueue(&harness, &events).await;
+    harness.drain(&mut harness.relay(settings())).await;
+    let mut redis = harness.redis.clone();
+    let in_utc = harness.ranking.clone().with_periods(PeriodSettings {
+        timezone: chrono_tz::UTC,
+        ..PeriodSettings::default()
+    });
+    let all = ReplayFilter::default();
+    replay::replay(&harness.pool, &mut redis, &in_utc, &all, false)
+        .await
+        .unwrap();
+    let hidden = member(&events[0]);
+    let on_boards = |boards: &Boards| {
+        boards
+            .0
+            .iter()
+            .filter(|(_, (entries, _))| entries.contains_key(&hidden))
+            .map(|(name, _)| name.clone())
+            .collect::<Vec<_>>()
+    };
+    let before = all_boards(&harness.key, &mut redis).await;
+    assert_eq!(on_boards(&before).len(), 6, "{:?}", on_boards(&before));
+
+    harness.ranking.hide(&mut redis, &events[0]).await.unwrap();
+    let after = all_boards(&harness.key, &mut redis).await;
+    assert_eq!(on_boards(&after), Vec::<String>::new());
+}
