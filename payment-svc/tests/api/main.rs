@@ -11,6 +11,7 @@ mod heavy_reads;
 mod hold_expiry;
 mod holds;
 mod idempotency;
+mod invariants;
 mod last_seat;
 mod money;
 mod openapi;
