@@ -1,0 +1,16 @@
+-- no-transaction
+--
+-- Found in review: if 20261126110300's CREATE INDEX CONCURRENTLY failed part way (cancelled,
+-- the connection lost), Postgres kept the index, marked invalid: never used by a query, yet
+-- updated by every hold. The rerun of the migration then succeeded on IF NOT EXISTS and left
+-- it so for good.
+--
+-- REINDEX CONCURRENTLY rebuilds it valid, without blocking holds and payments, and is correct
+-- whatever state the index is in: a valid index is rebuilt once more, which costs a build and
+-- nothing else. It has to be unconditional: a no-transaction migration is sent as one query
+-- string, and Postgres refuses a CONCURRENTLY statement beside any other in one string (it
+-- runs them as one implicit transaction), so a check cannot come first. If this fails in turn
+-- the original index is as it was, the migration is not recorded and reruns; the failed copy
+-- Postgres leaves (reservations_live_holds_by_user_ccnew, invalid) can be dropped with
+-- DROP INDEX CONCURRENTLY.
+REINDEX INDEX CONCURRENTLY reservations_live_holds_by_user;
