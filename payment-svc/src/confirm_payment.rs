@@ -19,6 +19,11 @@ use crate::idempotency::{self, StoredResponse};
 /// What the client is told about its payment. `booking_pay` writes these bytes in SQL (the
 /// stored response is the one sent, and replayed); this type is their schema, and the tests
 /// check the SQL writes exactly what serde would.
+///
+/// The comment in migrations/20261125192000_payment_response_in_sql.sql says payment-svc
+/// compares the bytes with its own serialisation before it commits: no longer so. The
+/// payment commits with its statement, before payment-svc sees the bytes, so there is nothing
+/// left to refuse; that test (tests/api/idempotency.rs) is what keeps the two equal.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Receipt {
     pub payment_id: Uuid,
@@ -31,8 +36,9 @@ pub struct Receipt {
 }
 
 /// What `booking_pay_request` did: the claim of the Idempotency-Key (`idempotency_claim`), and
-/// if claimed the outcome of `booking_confirm_payment`
-/// (migrations/20261125201000_payment_refusals_write_nothing.sql) and the response stored.
+/// if claimed the outcome of `booking_confirm_payment` (as last defined, in
+/// migrations/20261126140000_invariant_failures_are_internal_errors.sql) and the response
+/// stored.
 #[derive(sqlx::FromRow)]
 struct Confirmation {
     claim: String,

@@ -14,6 +14,8 @@ async fn the_sold_out_payload_matches_the_contract(_: PgPoolOptions, database: P
     let (concert_id, schedules) = app.create_concert(1, 1, 500).await;
     let schedule = schedules[0];
     app.charge(7, 500).await;
+    // The SQL spells the channel out ('outbox_ready'); listening on the relay's constant makes
+    // this test fail if the two drift apart.
     let mut listener = PgListener::connect_with(&app.db).await.unwrap();
     listener
         .listen(shared::outbox::NOTIFY_CHANNEL)
