@@ -11,6 +11,7 @@
 //! `ranking restore`, the reconciliation when the consumer becomes active, a rebuild's start
 //! and its swap) holds [`ModerationLock`], so none of them sees the other halfway.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -175,6 +176,75 @@ pub async fn load_hidden(
         );
     }
     Ok(loaded)
+}
+
+/// What [`reconcile`] changed in Redis.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Hidden in Postgres, not in Redis (a remove that stopped before Redis): hidden now.
+    pub hidden: Vec<String>,
+    /// Hidden in Redis, restored in Postgres (a restore that stopped before Redis, Redis
+    /// brought back from an older copy): visible again, their events written back.
+    pub unhidden: Vec<String>,
+}
+
+/// Makes Redis's hidden members exactly Postgres's open rows: Redis's copy is loaded once and
+/// then changed by `remove` and `restore` after Postgres, so one that stopped halfway, or a
+/// Redis restored from an older copy or failed over to a lagging replica, leaves it wrong
+/// until this runs. Needs the [`ModerationLock`]: a remove or restore halfway would look like
+/// such a difference.
+pub async fn reconcile(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    ranking: &Ranking,
+    _held: &ModerationLock,
+) -> anyhow::Result<Reconciled> {
+    let recorded = hidden_members(pool).await?;
+    ranking.load_hidden(redis, &recorded).await?;
+    let held: HashSet<String> = redis::cmd("SMEMBERS")
+        .arg(ranking.keys().hidden())
+        .query_async(redis)
+        .await?;
+    let recorded: HashSet<String> = recorded.into_iter().collect();
+    let mut reconciled = Reconciled::default();
+    for member in recorded.difference(&held) {
+        ranking.hide(redis, member).await?;
+        reconciled.hidden.push(member.clone());
+    }
+    let upto = crate::commands::replay::passed(pool, redis, ranking)
+        .await?
+        .2;
+    // The empty member marks the list as loaded.
+    for member in held.iter().filter(|member| !member.is_empty()) {
+        if recorded.contains(member) {
+            continue;
+        }
+        ranking.unhide(redis, member).await?;
+        if let Ok(parsed) = member.parse::<Member>() {
+            reapply(pool, redis, ranking, &parsed, upto).await?;
+        }
+        reconciled.unhidden.push(member.clone());
+    }
+    if !reconciled.hidden.is_empty() || !reconciled.unhidden.is_empty() {
+        tracing::warn!(
+            hidden = ?reconciled.hidden,
+            unhidden = ?reconciled.unhidden,
+            "the hidden ranking entries in Redis differed from Postgres; made them agree"
+        );
+    }
+    Ok(reconciled)
+}
+
+/// [`reconcile`] under the [`ModerationLock`], taken and released here.
+pub async fn reconcile_locked(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    ranking: &Ranking,
+) -> anyhow::Result<Reconciled> {
+    let lock = ModerationLock::acquire(pool, ranking).await?;
+    let reconciled = reconcile(pool, redis, ranking, &lock).await;
+    lock.release().await;
+    reconciled
 }
 
 /// [`Ranking::restore`], loading the hidden members first when Redis has lost them.

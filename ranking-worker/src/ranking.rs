@@ -37,7 +37,7 @@ use shared::events::ConcertSoldOut;
 use uuid::Uuid;
 
 use crate::log::LogPosition;
-use crate::periods::{self, Period, PeriodSettings};
+use crate::periods::{Period, PeriodSettings};
 
 /// The names of one ranking's keys.
 #[derive(Debug, Clone)]
@@ -737,19 +737,30 @@ return 1
 "#;
 
 /// Hides ARGV[1]: adds it to the hidden members (KEYS[3]) and takes it off the all-time board
-/// (KEYS[1]), its details (KEYS[2]) and its period boards (KEYS[5..]); then announces a `reset`
-/// on the feed (KEYS[4], capped near ARGV[2] entries), so every live board and read cache drops
-/// it. Returns 1 if it was on the all-time board.
+/// (KEYS[1]), its details (KEYS[2]) and every period board (KEYS[6..]: the boards listed in
+/// KEYS[5], whose names are ARGV[3..]); then announces a `reset` on the feed (KEYS[4], capped
+/// near ARGV[2] entries), so every live board and read cache drops it. Returns 1 if it was on the
+/// all-time board; -1, writing nothing, if the list of boards is no longer the one given (a
+/// board added or expired since it was read): read it again and retry.
 const HIDE: &str = r#"
 local feed_error = feed_type_error(KEYS[4])
 if feed_error then return feed_error end
+local names = redis.call('ZRANGE', KEYS[5], 0, -1)
+if #names ~= #ARGV - 2 then return -1 end
+for i, name in ipairs(names) do
+  if name ~= ARGV[i + 2] then return -1 end
+end
 redis.call('SADD', KEYS[3], ARGV[1])
 local ranked = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-for i = 5, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
+for i = 6, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
 announce_reset(KEYS[4], ARGV[2])
 return ranked
 "#;
+
+/// How many times [`Ranking::hide`] reads the list of period boards again when it changed under
+/// it; a board is added or expires a few times a day.
+const HIDE_TRIES: usize = 5;
 
 /// A page of the ranking with its details, flat: how many entries score lower than the page's
 /// first, then (member, score, details) per entry of every score the page holds, the whole
@@ -1414,52 +1425,46 @@ impl Ranking {
         Ok(loaded == 1)
     }
 
-    /// Hides `event`'s member on every board and tells the feed's readers; `true` if it was on
-    /// the all-time board.
+    /// Hides `member` on every board, every period board listed in `{K}:periods` (whatever
+    /// time zone placed them there), and tells the feed's readers; `true` if it was on the
+    /// all-time board.
     pub async fn hide(
         &self,
         redis: &mut ConnectionManager,
-        event: &ConcertSoldOut,
+        member: &str,
     ) -> redis::RedisResult<bool> {
-        let mut invocation = self.hide.prepare_invoke();
-        invocation
-            .key(&self.keys.ranking)
-            .key(&self.keys.details)
-            .key(&self.keys.hidden)
-            .key(&self.keys.feed);
-        // Every period's board, past retention or not: taking a member off one is harmless. In
-        // every zone with boards, too: a process reckoning in another (a replay run without
-        // RANKING_TIMEZONE) may have put the member on boards of its own.
-        let listed: Vec<String> = redis::cmd("ZRANGE")
-            .arg(&self.keys.periods)
-            .arg(0)
-            .arg(-1)
-            .query_async(redis)
-            .await?;
-        let mut zones = vec![self.periods.timezone];
-        for zone in listed
-            .iter()
-            .filter_map(|name| periods::zone_of_board(name))
-        {
-            if !zones.contains(&zone) {
-                zones.push(zone);
+        for _ in 0..HIDE_TRIES {
+            // Every key a script touches is declared (Redis Cluster), so the boards are read
+            // first; the script checks the list is still this one.
+            let names: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&self.keys.periods)
+                .arg(0)
+                .arg(-1)
+                .query_async(redis)
+                .await?;
+            let mut invocation = self.hide.prepare_invoke();
+            invocation
+                .key(&self.keys.ranking)
+                .key(&self.keys.details)
+                .key(&self.keys.hidden)
+                .key(&self.keys.feed)
+                .key(&self.keys.periods);
+            for name in &names {
+                invocation.key(format!("{}{name}", self.keys.boards));
+            }
+            invocation.arg(member).arg(FEED_MAX_LEN);
+            for name in &names {
+                invocation.arg(name);
+            }
+            let ranked: i64 = invocation.invoke_async(redis).await?;
+            if ranked >= 0 {
+                return Ok(ranked == 1);
             }
         }
-        for timezone in zones {
-            let settings = PeriodSettings {
-                timezone,
-                ..self.periods
-            };
-            for period in settings.periods_of(event.sold_out_at).into_iter().flatten() {
-                invocation.key(self.keys.board(&period));
-            }
-        }
-        let ranked: i64 = invocation
-            .arg(member(event))
-            .arg(FEED_MAX_LEN)
-            .invoke_async(redis)
-            .await?;
-        Ok(ranked == 1)
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "the list of period boards kept changing while hiding an entry",
+        )))
     }
 
     /// Whether the writers skip `member`.

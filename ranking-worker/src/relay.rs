@@ -433,6 +433,19 @@ impl Sink for Relay {
         })
     }
 
+    /// On becoming the active instance: Redis's hidden entries are made Postgres's (a remove or
+    /// restore that stopped halfway, a Redis brought back from an older copy), before any batch.
+    async fn register(&mut self) -> Result<(), Pause> {
+        moderation::reconcile_locked(&self.pool, &mut self.redis, &self.ranking)
+            .await
+            .map(|_| ())
+            .map_err(|error| {
+                Pause::other(format!(
+                    "cannot reconcile the hidden ranking entries with Postgres: {error:#}"
+                ))
+            })
+    }
+
     /// A fresh connection is cheap beside the backoff, and after a failover the old one may
     /// point at a demoted node whatever the error says.
     fn recover(&mut self, pause: &Pause) {

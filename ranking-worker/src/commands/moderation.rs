@@ -74,11 +74,12 @@ pub async fn remove(
         !reason.is_empty(),
         "--reason must say why the entry is hidden"
     );
-    let event = sold_out_event(pool, member).await?.ok_or_else(|| {
-        anyhow::anyhow!("{member} never sold out: the outbox holds no ConcertSoldOut for it")
-    })?;
+    anyhow::ensure!(
+        sold_out_event(pool, member).await?.is_some(),
+        "{member} never sold out: the outbox holds no ConcertSoldOut for it"
+    );
     let lock = ModerationLock::acquire(pool, ranking).await?;
-    let removed = remove_locked(pool, redis, ranking, member, &event, reason, by).await;
+    let removed = remove_locked(pool, redis, ranking, member, reason, by).await;
     lock.release().await;
     removed
 }
@@ -88,7 +89,6 @@ async fn remove_locked(
     redis: &mut ConnectionManager,
     ranking: &Ranking,
     member: &Member,
-    event: &ConcertSoldOut,
     reason: &str,
     by: &str,
 ) -> anyhow::Result<Removed> {
@@ -105,7 +105,7 @@ async fn remove_locked(
     .await?;
     // Redis follows Postgres, also when the entry was hidden already: a removal that failed
     // halfway (Redis unreachable) is finished by running it again.
-    let was_ranked = ranking.hide(redis, event).await?;
+    let was_ranked = ranking.hide(redis, &member.to_string()).await?;
     let outcome = match inserted {
         Some(hidden) => {
             tracing::info!(%member, reason, by, "ranking entry hidden");

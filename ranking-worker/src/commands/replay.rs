@@ -177,10 +177,14 @@ impl Rebuild {
         let (log_id, live, upto) = passed(pool, redis, ranking).await?;
         let progress =
             progress_bar(log::count_sold_out_between(pool, &all, LogPosition::START, upto).await?);
-        // Read under the lock, so no restore is halfway: one that closed its row before this
-        // time had also unhidden its entry in Redis before the first page is written.
+        // Under the lock, so no restore is halfway: one that closed its row before this time
+        // had also unhidden its entry in Redis before the first page is written. The hidden
+        // entries the pages skip are Postgres's, not whatever Redis holds.
         let mut lock = ModerationLock::acquire(pool, ranking).await?;
-        let began = lock.now().await;
+        let began = match moderation::reconcile(pool, redis, ranking, &lock).await {
+            Ok(_) => lock.now().await.map_err(anyhow::Error::from),
+            Err(error) => Err(error),
+        };
         lock.release().await;
         let began = began?;
         let fresh = ranking.begin_rebuild(redis).await?;
@@ -243,7 +247,7 @@ impl Rebuild {
         loop {
             // Under the lock, no entry is restored or hidden between the last step and the swap.
             let lock = ModerationLock::acquire(pool, &self.ranking).await?;
-            let swapped = self.swap_in(pool, redis).await;
+            let swapped = self.swap_in(pool, redis, &lock).await;
             lock.release().await;
             match swapped? {
                 SwapResult::Swapped(size) => return Ok(size),
@@ -266,15 +270,19 @@ impl Rebuild {
         }
     }
 
-    /// The last step, under the moderation lock: writes the entries restored since the rebuild
-    /// began (its pages skipped those still hidden then; the live ranking has them back), then
-    /// swaps it in. Entries hidden since, the swap takes out.
+    /// The last step, under the moderation lock: makes Redis's hidden entries Postgres's again,
+    /// writes the entries restored since the rebuild began (its pages skipped those still
+    /// hidden then; the live ranking has them back), then swaps it in. Entries hidden since,
+    /// the swap takes out.
     async fn swap_in(
         &self,
         pool: &PgPool,
         redis: &mut ConnectionManager,
+        lock: &ModerationLock,
     ) -> anyhow::Result<SwapResult> {
-        for member in moderation::restored_since(pool, self.began).await? {
+        let reconciled = moderation::reconcile(pool, redis, &self.ranking, lock).await?;
+        let restored = moderation::restored_since(pool, self.began).await?;
+        for member in restored.into_iter().chain(reconciled.unhidden) {
             // The table's check admits only members spelled as the boards spell them.
             let Ok(member) = member.parse::<Member>() else {
                 continue;

@@ -81,16 +81,20 @@ fn member_of(event: &ConcertSoldOut) -> Member {
     member(event).parse().unwrap()
 }
 
-/// `ranking-worker` with `args` on the test's database and ranking.
-fn cli(harness: &Harness, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ranking-worker"))
+/// `ranking-worker` with `args` on the test's database and ranking. Waited for off the test's
+/// thread: a worker running in the test may hold the moderation lock the command waits for,
+/// and must go on meanwhile.
+async fn cli(harness: &Harness, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ranking-worker"));
+    command
         .args(args)
         .env_clear()
         .env("DATABASE_URL", harness.database_url())
         .env("REDIS_URL", &harness.redis_url)
         .env("RANKING_KEY", &harness.key)
-        .env("USER", "alice")
-        .output()
+        .env("USER", "alice");
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
         .unwrap()
 }
 
@@ -145,16 +149,19 @@ async fn a_removed_entry_leaves_every_board_and_top_and_restore_brings_it_back_e
     assert!(served("/rankings/sold-out").await.contains(&hidden));
     assert!(served(day_board).await.contains(&hidden));
 
-    let removed = stdout(&cli(
-        &harness,
-        &["ranking", "remove", &hidden, "--reason", "a test sale"],
-    ));
+    let removed = stdout(
+        &cli(
+            &harness,
+            &["ranking", "remove", &hidden, "--reason", "a test sale"],
+        )
+        .await,
+    );
     assert_eq!(
         removed.trim(),
         format!("hid {hidden} on every board (reason: a test sale)")
     );
     assert_boards_hold(&harness, &mut redis, &[&events[0], &events[2], &events[3]]).await;
-    let top = stdout(&cli(&harness, &["top", "--json"]));
+    let top = stdout(&cli(&harness, &["top", "--json"]).await);
     let top: serde_json::Value = serde_json::from_str(&top).unwrap();
     let ranked: Vec<(u64, &str)> = top["entries"]
         .as_array()
@@ -175,10 +182,7 @@ async fn a_removed_entry_leaves_every_board_and_top_and_restore_brings_it_back_e
             (3, member(&events[3]).as_str())
         ]
     );
-    let day = stdout(&cli(
-        &harness,
-        &["top", "--period", "day", "--at", "2026-11-25"],
-    ));
+    let day = stdout(&cli(&harness, &["top", "--period", "day", "--at", "2026-11-25"]).await);
     assert!(!day.contains(&hidden), "{day}");
     // Open live boards and read caches are told to take a fresh snapshot.
     assert_eq!(last_feed_entry(&harness, &mut redis).await[0], "reset");
@@ -196,7 +200,7 @@ async fn a_removed_entry_leaves_every_board_and_top_and_restore_brings_it_back_e
     .unwrap();
     assert_eq!(recorded, ("a test sale".to_owned(), "alice".to_owned()));
 
-    let restored = stdout(&cli(&harness, &["ranking", "restore", &hidden]));
+    let restored = stdout(&cli(&harness, &["ranking", "restore", &hidden]).await);
     assert_eq!(restored.trim(), format!("restored {hidden} on every board"));
     assert_boards_hold(&harness, &mut redis, &events.iter().collect::<Vec<_>>()).await;
     let entry = harness
@@ -312,10 +316,13 @@ async fn bad_input_is_refused_with_one_line_and_changes_nothing(
     let events = sold_out(&harness).await;
     let mut redis = harness.redis.clone();
     let hidden = member(&events[0]);
-    stdout(&cli(
-        &harness,
-        &["ranking", "remove", &hidden, "--reason", "test"],
-    ));
+    stdout(
+        &cli(
+            &harness,
+            &["ranking", "remove", &hidden, "--reason", "test"],
+        )
+        .await,
+    );
     let before = boards(&harness, &mut redis).await;
     let rows = async || -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM ranking_hidden")
@@ -362,7 +369,7 @@ async fn bad_input_is_refused_with_one_line_and_changes_nothing(
             "not a ranking member",
         ),
     ] {
-        let output = cli(&harness, &args);
+        let output = cli(&harness, &args).await;
         assert!(!output.status.success(), "{args:?}");
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
@@ -372,10 +379,13 @@ async fn bad_input_is_refused_with_one_line_and_changes_nothing(
     assert_eq!(rows().await, 1);
 
     // Removing twice says so, and records nothing again.
-    let again = stdout(&cli(
-        &harness,
-        &["ranking", "remove", &hidden, "--reason", "other"],
-    ));
+    let again = stdout(
+        &cli(
+            &harness,
+            &["ranking", "remove", &hidden, "--reason", "other"],
+        )
+        .await,
+    );
     assert!(
         again.starts_with(&format!("{hidden} is already hidden, since ")),
         "{again}"
@@ -441,10 +451,14 @@ async fn restore_repairs_an_entry_hidden_in_redis_only(
     let mut redis = harness.redis.clone();
     // As a reload of the list that read Postgres just before a restore would leave it.
     let stale = member_of(&events[0]);
-    harness.ranking.hide(&mut redis, &events[0]).await.unwrap();
+    harness
+        .ranking
+        .hide(&mut redis, &stale.to_string())
+        .await
+        .unwrap();
     assert_boards_hold(&harness, &mut redis, &[&events[1], &events[2], &events[3]]).await;
 
-    let restored = stdout(&cli(&harness, &["ranking", "restore", &stale.to_string()]));
+    let restored = stdout(&cli(&harness, &["ranking", "restore", &stale.to_string()]).await);
     assert_eq!(restored.trim(), format!("restored {stale} on every board"));
     assert_boards_hold(&harness, &mut redis, &events.iter().collect::<Vec<_>>()).await;
 }
@@ -493,10 +507,13 @@ async fn a_restore_that_stopped_after_postgres_is_finished_by_running_it_again(
     let events = sold_out(&harness).await;
     let mut redis = harness.redis.clone();
     let hidden = member(&events[2]);
-    stdout(&cli(
-        &harness,
-        &["ranking", "remove", &hidden, "--reason", "fraud"],
-    ));
+    stdout(
+        &cli(
+            &harness,
+            &["ranking", "remove", &hidden, "--reason", "fraud"],
+        )
+        .await,
+    );
     // As a restore leaves it that closed its row and unhid the entry, then died before writing
     // its event back.
     sqlx::query(
@@ -510,7 +527,7 @@ async fn a_restore_that_stopped_after_postgres_is_finished_by_running_it_again(
     assert_boards_hold(&harness, &mut redis, &[&events[0], &events[1], &events[3]]).await;
 
     for _ in 0..2 {
-        let restored = stdout(&cli(&harness, &["ranking", "restore", &hidden]));
+        let restored = stdout(&cli(&harness, &["ranking", "restore", &hidden]).await);
         assert_eq!(
             restored.trim(),
             format!("{hidden} was already restored; re-applied it on every board")
@@ -522,4 +539,104 @@ async fn a_restore_that_stopped_after_postgres_is_finished_by_running_it_again(
         .await
         .unwrap();
     assert_eq!(rows, 1, "nothing recorded again");
+}
+
+/// Redis's hidden entries differing from Postgres's, as two halfway moderations leave them:
+/// `events[0]` hidden in Postgres only (a remove that stopped before Redis), `events[1]`
+/// restored in Postgres but hidden in Redis (Redis brought back from an older copy).
+async fn hidden_lists_disagree(harness: &Harness, events: &[ConcertSoldOut]) {
+    let mut redis = harness.redis.clone();
+    let stale = member_of(&events[1]);
+    moderation::remove(
+        &harness.pool,
+        &mut redis,
+        &harness.ranking,
+        &stale,
+        "fraud",
+        "alice",
+    )
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE ranking_hidden SET restored_by = 'bob', restored_at = now() WHERE member = $1",
+    )
+    .bind(stale.to_string())
+    .execute(&harness.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO ranking_hidden (member, reason, hidden_by) VALUES ($1, 'test', 'alice')",
+    )
+    .bind(member(&events[0]))
+    .execute(&harness.pool)
+    .await
+    .unwrap();
+    assert_boards_hold(harness, &mut redis, &[&events[0], &events[2], &events[3]]).await;
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn the_consumer_makes_redis_hide_what_postgres_hides_when_it_becomes_active(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let events = sold_out(&harness).await;
+    hidden_lists_disagree(&harness, &events).await;
+    let mut redis = harness.redis.clone();
+
+    let mut relay = harness.relay(settings());
+    ranking_worker::consumer::Sink::register(&mut relay)
+        .await
+        .unwrap();
+    assert_boards_hold(&harness, &mut redis, &[&events[1], &events[2], &events[3]]).await;
+    let ranking = &harness.ranking;
+    assert!(ranking
+        .is_hidden(&mut redis, &member(&events[0]))
+        .await
+        .unwrap());
+    assert!(!ranking
+        .is_hidden(&mut redis, &member(&events[1]))
+        .await
+        .unwrap());
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn a_rebuild_hides_what_postgres_hides_not_what_redis_holds(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    let events = sold_out(&harness).await;
+    hidden_lists_disagree(&harness, &events).await;
+    let mut redis = harness.redis.clone();
+
+    let rebuilt = replay::rebuild(&harness.pool, &mut redis, &harness.ranking)
+        .await
+        .unwrap();
+    assert_eq!(rebuilt.ranking_size, Some(3));
+    assert_boards_hold(&harness, &mut redis, &[&events[1], &events[2], &events[3]]).await;
+}
+
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn remove_from_a_shell_in_another_time_zone_clears_the_workers_period_boards(
+    _: PgPoolOptions,
+    database: PgConnectOptions,
+) {
+    let harness = Harness::new(database).await;
+    // 03:00 UTC on 25 November: the 25th in Seoul (the worker's boards), the 24th in Los Angeles.
+    let events = sold_out(&harness).await;
+    let mut redis = harness.redis.clone();
+    let hidden = member(&events[0]);
+    let output = Command::new(env!("CARGO_BIN_EXE_ranking-worker"))
+        .args(["ranking", "remove", &hidden, "--reason", "fraud"])
+        .env_clear()
+        .env("DATABASE_URL", harness.database_url())
+        .env("REDIS_URL", &harness.redis_url)
+        .env("RANKING_KEY", &harness.key)
+        .env("RANKING_TIMEZONE", "America/Los_Angeles")
+        .env("USER", "alice")
+        .output()
+        .unwrap();
+    stdout(&output);
+    assert_boards_hold(&harness, &mut redis, &[&events[1], &events[2], &events[3]]).await;
 }

@@ -675,7 +675,7 @@ async fn a_hidden_entry_leaves_the_boards_of_every_zone(
     let before = all_boards(&harness.key, &mut redis).await;
     assert_eq!(on_boards(&before).len(), 6, "{:?}", on_boards(&before));
 
-    harness.ranking.hide(&mut redis, &events[0]).await.unwrap();
+    harness.ranking.hide(&mut redis, &hidden).await.unwrap();
     let after = all_boards(&harness.key, &mut redis).await;
     assert_eq!(on_boards(&after), Vec::<String>::new());
 }
