@@ -386,6 +386,9 @@ async fn steps(env: &Env, events: i64) -> anyhow::Result<Steps> {
     .await?;
     let ranking = Ranking::new(RankingKeys::parse(&key).map_err(anyhow::Error::msg)?);
     let mut redis = ranking_worker::redis_conn::connect(&env.redis_url)?;
+    // As the worker does before its first batch: the apply script refuses to run until the
+    // hidden entries are loaded from Postgres.
+    ranking_worker::moderation::load_hidden(&database.pool, &mut redis, &ranking).await?;
     let log_id = log::log_id(&database.pool).await?;
     let mut steps = Steps {
         rate: 0.0,

@@ -164,7 +164,9 @@ impl Database {
             log_id: log::log_id(&self.pool).await?,
             position: last,
         };
-        // The apply script with no events: moves a missing position to `to`.
+        // The apply script with no events: moves a missing position to `to`. Like every script
+        // that writes the ranking, it runs only once the hidden entries are loaded.
+        ranking_worker::moderation::load_hidden(&self.pool, &mut redis, &ranking).await?;
         ranking
             .apply(&mut redis, &SinkPosition::Missing, to, &[])
             .await?;
