@@ -122,6 +122,10 @@ impl RankingKeys {
         ]
     }
 
+    pub fn details(&self) -> &str {
+        &self.details
+    }
+
     pub fn position(&self) -> &str {
         &self.position
     }

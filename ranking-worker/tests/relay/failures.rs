@@ -225,7 +225,7 @@ async fn a_wrong_typed_key_pauses_the_consumer_and_nothing_is_written_or_lost(
     .await;
     let written: i64 = redis::cmd("EXISTS")
         .arg(harness.ranking.keys().position())
-        .arg(format!("{{{}}}:details", harness.key))
+        .arg(harness.ranking.keys().details())
         .arg(harness.ranking.keys().applied_events())
         .query_async(&mut redis)
         .await

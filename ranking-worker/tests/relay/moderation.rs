@@ -433,7 +433,7 @@ async fn an_entry_hidden_while_a_rebuild_runs_is_not_brought_back_by_its_swap(
     assert_eq!(swapped, SwapResult::Swapped(3));
     assert_boards_hold(&harness, &mut redis, &[&events[0], &events[1], &events[2]]).await;
     let details: Option<String> = redis::cmd("HGET")
-        .arg(format!("{{{}}}:details", harness.key))
+        .arg(harness.ranking.keys().details())
         .arg(hidden.to_string())
         .query_async(&mut redis)
         .await
