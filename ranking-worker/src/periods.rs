@@ -143,9 +143,14 @@ pub fn parse_timezone(name: &str) -> Result<Tz, String> {
 impl PeriodSettings {
     /// The day, week and month `at` falls in, in the time zone.
     pub fn periods_of(&self, at: DateTime<Utc>) -> Option<[Period; 3]> {
-        let date = at.with_timezone(&self.timezone).date_naive();
+        let date = self.local_date(at);
         let [day, week, month] = PeriodKind::ALL.map(|kind| self.period(kind, date));
         Some([day?, week?, month?])
+    }
+
+    /// The calendar date `at` falls on in the time zone.
+    pub fn local_date(&self, at: DateTime<Utc>) -> NaiveDate {
+        at.with_timezone(&self.timezone).date_naive()
     }
 
     /// The period of `kind` holding the local date `date`; `None` at the calendar's far edge.

@@ -30,6 +30,9 @@
 //! The helper keys carry `K` in braces, so Redis Cluster puts them in `K`'s slot and one script
 //! may touch them all.
 
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
 use redis::aio::ConnectionManager;
 use redis::Script;
 use serde::{Deserialize, Serialize};
@@ -37,7 +40,7 @@ use shared::events::ConcertSoldOut;
 use uuid::Uuid;
 
 use crate::log::LogPosition;
-use crate::periods::{Period, PeriodSettings};
+use crate::periods::{Period, PeriodKind, PeriodSettings};
 
 /// The names of one ranking's keys.
 #[derive(Debug, Clone)]
@@ -314,27 +317,30 @@ fn boards<'e>(
 ) -> Boards {
     let now = chrono::Utc::now();
     let mut boards = Boards::default();
-    let mut index = std::collections::HashMap::new();
+    // A batch's events mostly share their local date: each date's boards are worked out once
+    // (names, expiries and keys are formatted strings, the costliest part of a batch's
+    // arguments), and each event only looks its date up.
+    let mut by_date: HashMap<NaiveDate, [String; 3]> = HashMap::new();
     let mut expiries = Vec::new();
     boards.args.reserve(events.len() * 3);
     for event in events {
-        let periods = settings.periods_of(event.sold_out_at);
-        for slot in 0..3 {
-            let period = periods.as_ref().map(|periods| &periods[slot]);
-            let key_index = match period {
-                Some(period) if !settings.expired(period, now) => {
-                    *index.entry(keys.board(period)).or_insert_with_key(|key| {
-                        boards.keys.push(key.clone());
-                        let expiry = settings.expires_at(period).timestamp_millis();
+        let date = settings.local_date(event.sold_out_at);
+        let slots = by_date.entry(date).or_insert_with(|| {
+            PeriodKind::ALL.map(|kind| {
+                let key_index = match settings.period(kind, date) {
+                    Some(period) if !settings.expired(&period, now) => {
+                        boards.keys.push(keys.board(&period));
+                        let expiry = settings.expires_at(&period).timestamp_millis();
                         expiries.extend([expiry.to_string(), period.name()]);
                         FIRST_BOARD_KEY + boards.keys.len() - 1
-                    })
-                }
-                // Past retention, or beyond the calendar: no board.
-                _ => 0,
-            };
-            boards.args.push(key_index.to_string());
-        }
+                    }
+                    // Past retention, or beyond the calendar: no board.
+                    _ => 0,
+                };
+                key_index.to_string()
+            })
+        });
+        boards.args.extend(slots.iter().cloned());
     }
     boards.args.extend(expiries);
     boards
@@ -978,6 +984,16 @@ pub enum SwapResult {
     BoardsKeptChanging,
 }
 
+/// A batch's apply-script keys and arguments, positions aside ([`Ranking::prepare`]).
+#[derive(Debug)]
+pub struct PreparedBatch {
+    events: usize,
+    /// The period boards the batch writes.
+    board_keys: Vec<String>,
+    /// The events' writes and feed IDs (`apply_args`), then their boards' (`boards`).
+    args: Vec<String>,
+}
+
 /// What the apply script did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplyResult {
@@ -1119,7 +1135,32 @@ impl Ranking {
         to: StoredPosition,
         events: &[(LogPosition, &ConcertSoldOut)],
     ) -> redis::RedisResult<ApplyResult> {
+        self.apply_prepared(redis, from, to, &self.prepare(events))
+            .await
+    }
+
+    /// The apply script's keys and arguments for a batch (each event with its log position, in
+    /// log order), all but the positions: worked out while Redis still runs the batch before,
+    /// since they cost the worker more than the script costs Redis.
+    pub fn prepare(&self, events: &[(LogPosition, &ConcertSoldOut)]) -> PreparedBatch {
         let boards = self.boards(events.iter().map(|(_, event)| *event));
+        let mut args = apply_args(events);
+        args.extend(boards.args);
+        PreparedBatch {
+            events: events.len(),
+            board_keys: boards.keys,
+            args,
+        }
+    }
+
+    /// [`Ranking::apply`] with the batch prepared.
+    pub async fn apply_prepared(
+        &self,
+        redis: &mut ConnectionManager,
+        from: &SinkPosition,
+        to: StoredPosition,
+        batch: &PreparedBatch,
+    ) -> redis::RedisResult<ApplyResult> {
         let mut invocation = self.apply.prepare_invoke();
         for key in self.keys.all() {
             invocation.key(key);
@@ -1128,16 +1169,16 @@ impl Ranking {
             .key(&self.keys.feed)
             .key(&self.keys.periods)
             .key(&self.keys.hidden);
-        for key in &boards.keys {
+        for key in &batch.board_keys {
             invocation.key(key);
         }
         invocation
             .arg(from.expected())
             .arg(to.encode())
             .arg(FEED_MAX_LEN)
-            .arg(events.len())
+            .arg(batch.events)
             .arg(FEED_ANNOUNCE_MAX);
-        for arg in apply_args(events).into_iter().chain(boards.args) {
+        for arg in &batch.args {
             invocation.arg(arg);
         }
         let (applied, stored): (i64, String) = invocation.invoke_async(redis).await?;

@@ -25,7 +25,9 @@ use crate::consumers::{self, RANKING};
 use crate::leadership::Leadership;
 use crate::log::{self, LogPosition, LogRow};
 use crate::moderation;
-use crate::ranking::{hidden_unloaded, member, ApplyResult, Ranking, SinkPosition, StoredPosition};
+use crate::ranking::{
+    hidden_unloaded, member, ApplyResult, PreparedBatch, Ranking, SinkPosition, StoredPosition,
+};
 
 /// How the consumer reads and backs off.
 #[derive(Debug, Clone)]
@@ -118,9 +120,46 @@ pub struct Relay {
     dead_letters_recorded: bool,
     /// Whether the last read filled its batch: the next reads `CATCH_UP_FACTOR` times as many.
     catching_up: bool,
-    /// While draining, the next batch is read while Redis applies this one: the read after the
-    /// position this batch ends at, started in the background.
-    prefetched: Option<(LogPosition, i64, JoinHandle<sqlx::Result<log::Batch>>)>,
+    /// While draining, the next batch is read and prepared while Redis applies this one: the
+    /// read after the position this batch ends at, started in the background.
+    prefetched: Option<(LogPosition, i64, JoinHandle<sqlx::Result<Prepared>>)>,
+    /// Writes the `event applied` lines beside the next batch's script.
+    applied_log: AppliedLog,
+}
+
+/// A batch read from the log and made ready for the apply script.
+struct Prepared {
+    rows: Vec<LogRow>,
+    /// See [`log::Batch::held_back_for`].
+    held_back_for: Option<f64>,
+    /// The `ConcertSoldOut` events among `rows`, each with its row's index.
+    events: Vec<(usize, ConcertSoldOut)>,
+    letters: Vec<Letter>,
+    /// Rows of other event types, which the ranking does not consume.
+    skipped: usize,
+    script: PreparedBatch,
+}
+
+impl Prepared {
+    /// Decodes `batch` and works out its script's arguments: the worker's costliest part of a
+    /// batch, done (while draining) as the batch before it runs in Redis.
+    fn new(ranking: &Ranking, batch: log::Batch) -> Self {
+        let (events, letters, skipped) = decode(&batch.rows);
+        let script = ranking.prepare(
+            &events
+                .iter()
+                .map(|(index, event)| (batch.rows[*index].position(), event))
+                .collect::<Vec<_>>(),
+        );
+        Self {
+            rows: batch.rows,
+            held_back_for: batch.held_back_for,
+            events,
+            letters,
+            skipped,
+            script,
+        }
+    }
 }
 
 impl Relay {
@@ -143,6 +182,7 @@ impl Relay {
             dead_letters_recorded: false,
             catching_up: false,
             prefetched: None,
+            applied_log: AppliedLog::start(),
         })
     }
 
@@ -196,11 +236,16 @@ impl Relay {
             }
         };
         let start = from.in_log(log_id).unwrap_or(LogPosition::START);
-        let log::Batch {
+        let Prepared {
             rows,
             held_back_for,
+            events,
+            letters,
+            skipped,
+            script,
         } = self.read(start).await?;
         outcome.read = rows.len();
+        outcome.skipped = skipped;
         outcome.more = self.catching_up;
         outcome.held_back = held_back_for.is_some();
         outcome.held_back_for = Duration::from_secs_f64(held_back_for.unwrap_or(0.0).max(0.0));
@@ -217,7 +262,6 @@ impl Relay {
             return Ok(outcome);
         };
 
-        let (events, letters) = decode(&rows, &mut outcome);
         // Recorded before the position moves past them: a crash in between meets them again.
         let new_letters = consumers::dead_letter(&self.pool, RANKING, &letters).await?;
         self.dead_letters_recorded |= !letters.is_empty();
@@ -225,16 +269,11 @@ impl Relay {
             log_id,
             position: last,
         };
-        let batch: Vec<(LogPosition, &ConcertSoldOut)> = events
-            .iter()
-            .map(|(row, event)| (row.position(), event))
-            .collect();
-        match self.apply(&from, to, &batch).await? {
+        match self.apply(&from, to, &script).await? {
             ApplyResult::Applied => {
                 self.position = Some(SinkPosition::Stored(to));
                 outcome.applied = events.len();
                 outcome.dead_lettered = new_letters.len();
-                log_applied(&events, self.attempt);
                 for (event_id, error) in letters.iter().filter(|(id, _)| new_letters.contains(id)) {
                     tracing::error!(%event_id, %error, consumer = RANKING, "event dead-lettered");
                 }
@@ -243,9 +282,20 @@ impl Relay {
                 metrics::counter!("consumer_events_dead_lettered_total", "consumer" => RANKING)
                     .increment(outcome.dead_lettered as u64);
                 if self.dead_letters_recorded && !events.is_empty() {
-                    let ids: Vec<Uuid> = events.iter().map(|(row, _)| row.event_id).collect();
+                    let ids: Vec<Uuid> = events
+                        .iter()
+                        .map(|(index, _)| rows[*index].event_id)
+                        .collect();
                     consumers::resolve_dead_letters(&self.pool, RANKING, &ids).await?;
                 }
+                self.applied_log
+                    .write(AppliedBatch {
+                        rows,
+                        events,
+                        attempt: self.attempt,
+                        applied_at: Utc::now(),
+                    })
+                    .await;
                 self.mirror(last, !outcome.more).await?;
             }
             ApplyResult::PositionMoved(stored) => {
@@ -263,12 +313,13 @@ impl Relay {
         &mut self,
         from: &SinkPosition,
         to: StoredPosition,
-        batch: &[(LogPosition, &ConcertSoldOut)],
+        batch: &PreparedBatch,
     ) -> Result<ApplyResult, RelayError> {
-        match self.ranking.apply(&mut self.redis, from, to, batch).await {
+        let (ranking, redis) = (&self.ranking, &mut self.redis);
+        match ranking.apply_prepared(redis, from, to, batch).await {
             Err(error) if hidden_unloaded(&error) => {
-                moderation::load_hidden(&self.pool, &mut self.redis, &self.ranking).await?;
-                Ok(self.ranking.apply(&mut self.redis, from, to, batch).await?)
+                moderation::load_hidden(&self.pool, redis, ranking).await?;
+                Ok(ranking.apply_prepared(redis, from, to, batch).await?)
             }
             applied => Ok(applied?),
         }
@@ -351,12 +402,12 @@ impl Relay {
         Ok(())
     }
 
-    /// The batch after `start`: the one read ahead if it starts there, else read now. A full
-    /// batch starts the read of the next one, which overlaps this batch's Redis script.
+    /// The batch after `start`, prepared: the one read ahead if it starts there, else read now.
+    /// A full batch starts the read of the next one, which overlaps this batch's Redis script.
     ///
     /// Reading ahead is safe for the same reason reading is: every row it returns is below the
     /// horizon, so no transaction can still add a row before the last one it returns.
-    async fn read(&mut self, start: LogPosition) -> Result<log::Batch, RelayError> {
+    async fn read(&mut self, start: LogPosition) -> Result<Prepared, RelayError> {
         let (batch, limit) = match self.prefetched.take() {
             Some((from, limit, read)) if from == start => match read.await {
                 Ok(batch) => (batch?, limit),
@@ -371,16 +422,21 @@ impl Relay {
         };
         self.catching_up = batch.rows.len() as i64 == limit;
         if let (true, Some(last)) = (self.catching_up, batch.rows.last()) {
-            let (pool, next, limit) = (self.pool.clone(), last.position(), self.read_limit());
-            let read = tokio::spawn(async move { log::read_after(&pool, next, limit).await });
+            let (pool, ranking) = (self.pool.clone(), self.ranking.clone());
+            let (next, limit) = (last.position(), self.read_limit());
+            let read = tokio::spawn(async move {
+                let batch = log::read_after(&pool, next, limit).await?;
+                Ok(Prepared::new(&ranking, batch))
+            });
             self.prefetched = Some((next, limit, read));
         }
         Ok(batch)
     }
 
-    async fn read_now(&self, start: LogPosition) -> sqlx::Result<(log::Batch, i64)> {
+    async fn read_now(&self, start: LogPosition) -> sqlx::Result<(Prepared, i64)> {
         let limit = self.read_limit();
-        Ok((log::read_after(&self.pool, start, limit).await?, limit))
+        let batch = log::read_after(&self.pool, start, limit).await?;
+        Ok((Prepared::new(&self.ranking, batch), limit))
     }
 
     /// Rows per read: `batch_size` while keeping up, more while draining a backlog.
@@ -488,31 +544,97 @@ async fn log_has_rows(pool: &PgPool) -> sqlx::Result<bool> {
 /// A dead letter: the event and why the consumer cannot handle it.
 type Letter = (Uuid, String);
 
-/// Splits rows into the events the ranking applies and the dead letters; rows of other types
-/// are skipped.
-fn decode<'r>(
-    rows: &'r [LogRow],
-    outcome: &mut Outcome,
-) -> (Vec<(&'r LogRow, ConcertSoldOut)>, Vec<Letter>) {
-    let (mut events, mut letters) = (Vec::with_capacity(rows.len()), Vec::new());
-    for row in rows {
+/// Splits rows into the events the ranking applies (with their rows' indices), the dead letters,
+/// and how many rows of other types it skips.
+fn decode(rows: &[LogRow]) -> (Vec<(usize, ConcertSoldOut)>, Vec<Letter>, usize) {
+    let (mut events, mut letters, mut skipped) = (Vec::with_capacity(rows.len()), Vec::new(), 0);
+    for (index, row) in rows.iter().enumerate() {
         if !row.is_sold_out() {
-            outcome.skipped += 1;
+            skipped += 1;
             continue;
         }
         match row.decode_sold_out() {
-            Ok(event) => events.push((row, event)),
+            Ok(event) => events.push((index, event)),
             Err(error) => letters.push((row.event_id, error)),
         }
     }
-    (events, letters)
+    (events, letters, skipped)
 }
 
-/// One `event applied` line per event (SPEC §7), with its commit-to-applied lag.
-fn log_applied(events: &[(&LogRow, ConcertSoldOut)], attempt: u32) {
-    let now = Utc::now();
-    for (row, event) in events {
-        let lag = (now - row.created_at).to_std().unwrap_or_default();
+/// A batch applied, for its `event applied` lines.
+struct AppliedBatch {
+    rows: Vec<LogRow>,
+    events: Vec<(usize, ConcertSoldOut)>,
+    attempt: u32,
+    /// When its script returned: each line's lag ends there, not when the line is written.
+    applied_at: chrono::DateTime<Utc>,
+}
+
+/// Writes one `event applied` line per event (SPEC §7), with its commit-to-applied lag, on a
+/// thread of its own: formatting them costs the worker about a fifth of a batch, which this way
+/// overlaps the next batch's script instead of delaying it. The lines keep the batches' order;
+/// a few batches may wait (then the consumer waits for the thread), and those waiting are
+/// written before the consumer is dropped.
+struct AppliedLog {
+    batches: Option<tokio::sync::mpsc::Sender<AppliedBatch>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Batches waiting for their lines before the consumer waits.
+const APPLIED_LOG_BACKLOG: usize = 8;
+
+impl AppliedLog {
+    fn start() -> Self {
+        let (sender, mut receiver) = tokio::sync::mpsc::channel(APPLIED_LOG_BACKLOG);
+        let thread = std::thread::Builder::new()
+            .name("applied-log".to_owned())
+            .spawn(move || {
+                while let Some(batch) = receiver.blocking_recv() {
+                    log_applied(&batch);
+                }
+            });
+        match thread {
+            Ok(thread) => Self {
+                batches: Some(sender),
+                thread: Some(thread),
+            },
+            // No thread to spare: the lines are written in line.
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the applied-events log thread");
+                Self {
+                    batches: None,
+                    thread: None,
+                }
+            }
+        }
+    }
+
+    async fn write(&self, batch: AppliedBatch) {
+        let unsent = match &self.batches {
+            Some(sender) => sender.send(batch).await.err().map(|unsent| unsent.0),
+            None => Some(batch),
+        };
+        if let Some(batch) = unsent {
+            log_applied(&batch);
+        }
+    }
+}
+
+impl Drop for AppliedLog {
+    fn drop(&mut self) {
+        self.batches = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn log_applied(batch: &AppliedBatch) {
+    for (index, event) in &batch.events {
+        let row = &batch.rows[*index];
+        let lag = (batch.applied_at - row.created_at)
+            .to_std()
+            .unwrap_or_default();
         metrics::histogram!("consumer_commit_to_applied_seconds", "consumer" => RANKING)
             .record(lag.as_secs_f64());
         tracing::info!(
@@ -520,7 +642,7 @@ fn log_applied(events: &[(&LogRow, ConcertSoldOut)], attempt: u32) {
             member = %member(event),
             score = event.sold_out_seconds(),
             position = %row.position(),
-            attempt,
+            attempt = batch.attempt,
             lag_ms = (lag.as_secs_f64() * 10_000.0).round() / 10.0,
             "event applied"
         );
