@@ -187,14 +187,18 @@ impl PeriodSettings {
         Utc::now().with_timezone(&self.timezone).date_naive()
     }
 
-    /// When `period`'s board expires.
-    pub fn expires_at(&self, period: &Period) -> DateTime<Utc> {
-        period.ends_at + chrono::Duration::days(self.retention_days.into())
+    /// When `period`'s board expires; `None` beyond the calendar's far edge (a hand-written
+    /// date in year 262,000), where it gets no board.
+    pub fn expires_at(&self, period: &Period) -> Option<DateTime<Utc>> {
+        period
+            .ends_at
+            .checked_add_signed(chrono::Duration::days(self.retention_days.into()))
     }
 
-    /// Whether `period`'s board is past retention at `now`: it is not written again.
-    pub fn expired(&self, period: &Period, now: DateTime<Utc>) -> bool {
-        self.expires_at(period) <= now
+    /// When `period`'s board expires, if that is after `now`; `None` for a board past retention
+    /// at `now` (it is not written again) or one beyond the calendar.
+    pub fn live_until(&self, period: &Period, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.expires_at(period).filter(|expiry| *expiry > now)
     }
 
     /// The first instant of the local date `date`: midnight, or the first hour that exists
@@ -330,9 +334,11 @@ mod tests {
             NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
         );
         let day = day.unwrap();
-        assert_eq!(settings.expires_at(&day), utc("2026-12-06T00:00:00Z"));
-        assert!(!settings.expired(&day, utc("2026-12-05T23:59:59Z")));
-        assert!(settings.expired(&day, utc("2026-12-06T00:00:00Z")));
+        assert_eq!(settings.expires_at(&day), Some(utc("2026-12-06T00:00:00Z")));
+        assert!(settings
+            .live_until(&day, utc("2026-12-05T23:59:59Z"))
+            .is_some());
+        assert_eq!(settings.live_until(&day, utc("2026-12-06T00:00:00Z")), None);
     }
 
     #[test]

@@ -321,21 +321,27 @@ fn boards<'e>(
     // (names, expiries and keys are formatted strings, the costliest part of a batch's
     // arguments), and each event only looks its date up.
     let mut by_date: HashMap<NaiveDate, [String; 3]> = HashMap::new();
+    // Each board once in KEYS, whichever dates share it (a week or month spans many).
+    let mut by_key: HashMap<String, usize> = HashMap::new();
     let mut expiries = Vec::new();
     boards.args.reserve(events.len() * 3);
     for event in events {
         let date = settings.local_date(event.sold_out_at);
         let slots = by_date.entry(date).or_insert_with(|| {
             PeriodKind::ALL.map(|kind| {
-                let key_index = match settings.period(kind, date) {
-                    Some(period) if !settings.expired(&period, now) => {
-                        boards.keys.push(keys.board(&period));
-                        let expiry = settings.expires_at(&period).timestamp_millis();
-                        expiries.extend([expiry.to_string(), period.name()]);
-                        FIRST_BOARD_KEY + boards.keys.len() - 1
+                let live = settings
+                    .period(kind, date)
+                    .and_then(|period| Some((settings.live_until(&period, now)?, period)));
+                let key_index = match live {
+                    Some((expiry, period)) => {
+                        *by_key.entry(keys.board(&period)).or_insert_with_key(|key| {
+                            boards.keys.push(key.clone());
+                            expiries.extend([expiry.timestamp_millis().to_string(), period.name()]);
+                            FIRST_BOARD_KEY + boards.keys.len() - 1
+                        })
                     }
                     // Past retention, or beyond the calendar: no board.
-                    _ => 0,
+                    None => 0,
                 };
                 key_index.to_string()
             })

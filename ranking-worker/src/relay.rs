@@ -271,6 +271,7 @@ impl Relay {
         };
         match self.apply(&from, to, &script).await? {
             ApplyResult::Applied => {
+                let applied_at = Utc::now();
                 self.position = Some(SinkPosition::Stored(to));
                 outcome.applied = events.len();
                 outcome.dead_lettered = new_letters.len();
@@ -281,21 +282,27 @@ impl Relay {
                     .increment(outcome.applied as u64);
                 metrics::counter!("consumer_events_dead_lettered_total", "consumer" => RANKING)
                     .increment(outcome.dead_lettered as u64);
-                if self.dead_letters_recorded && !events.is_empty() {
-                    let ids: Vec<Uuid> = events
+                let applied_ids: Vec<Uuid> = if self.dead_letters_recorded {
+                    events
                         .iter()
                         .map(|(index, _)| rows[*index].event_id)
-                        .collect();
-                    consumers::resolve_dead_letters(&self.pool, RANKING, &ids).await?;
-                }
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                // Handed over before anything below can fail: the batch is applied whatever
+                // happens next, and so gets its lines.
                 self.applied_log
                     .write(AppliedBatch {
                         rows,
                         events,
                         attempt: self.attempt,
-                        applied_at: Utc::now(),
+                        applied_at,
                     })
                     .await;
+                if !applied_ids.is_empty() {
+                    consumers::resolve_dead_letters(&self.pool, RANKING, &applied_ids).await?;
+                }
                 self.mirror(last, !outcome.more).await?;
             }
             ApplyResult::PositionMoved(stored) => {

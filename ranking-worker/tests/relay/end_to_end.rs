@@ -209,16 +209,19 @@ async fn a_sold_out_schedule_reaches_the_ranking_promptly_with_its_exact_score(
         .map(|e| e["sold_out_seconds"].as_f64().unwrap())
         .collect();
     assert!(scores[0] <= scores[1], "fastest first");
-    let metrics = get_text(&client, &format!("{worker_base}/metrics")).await;
     // The recorder is process-wide and other tests' workers share it: check the series
-    // exist, not their values.
-    for series in [
+    // exist, not their values. The lag histogram is recorded with the `event applied` lines, on
+    // a thread of their own, so it may land just after the ranking does.
+    let series = [
         "consumer_events_applied_total{consumer=\"ranking\"}",
         "consumer_commit_to_applied_seconds_bucket{consumer=\"ranking\"",
         "consumer_lag_events{consumer=\"ranking\"}",
         "consumer_lag_seconds{consumer=\"ranking\"}",
         "consumer_active{consumer=\"ranking\"}",
-    ] {
-        assert!(metrics.contains(series), "metrics lack {series}");
-    }
+    ];
+    eventually(Duration::from_secs(10), async || {
+        let metrics = get_text(&client, &format!("{worker_base}/metrics")).await;
+        series.iter().all(|series| metrics.contains(series))
+    })
+    .await;
 }

@@ -309,7 +309,7 @@ async fn a_board_expires_its_retention_after_the_period_and_old_periods_are_not_
         .map(|period| {
             (
                 period.name(),
-                retention.expires_at(period).timestamp_millis(),
+                retention.expires_at(period).unwrap().timestamp_millis(),
             )
         })
         .collect();
@@ -499,7 +499,11 @@ async fn a_shorter_retention_never_shortens_a_boards_expiry(
         .unwrap()
         .iter()
         .map(|period| {
-            let expiry = long.periods().expires_at(period).timestamp_millis();
+            let expiry = long
+                .periods()
+                .expires_at(period)
+                .unwrap()
+                .timestamp_millis();
             (period.name(), expiry)
         })
         .collect();
