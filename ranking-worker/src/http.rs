@@ -1,10 +1,10 @@
 //! The worker's HTTP API (SPEC §6): the ranking, health, readiness, consumers and metrics,
-//! each request logged (`shared::http::with_request_log`) and counted and timed
-//! (`shared::metrics::record_request`); its OpenAPI document is
-//! built from the `#[utoipa::path]` attributes here (see `openapi.rs`).
+//! each request given an id and logged (`shared::http::with_request_log`) and counted and
+//! timed (`shared::metrics::record_request`), each failure an `ApiError`; health and readiness
+//! answer as `shared::health` does for both services. Its OpenAPI document is built from the
+//! `#[utoipa::path]` attributes here (see `openapi.rs`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -18,18 +18,19 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use redis::aio::ConnectionManager;
 use serde::Deserialize;
 use serde_json::json;
-use shared::problem::Problem;
+use shared::health::Readiness;
 use sqlx::PgPool;
 use utoipa::IntoParams;
 
 use crate::board_cache::{BoardQuery, ReadCache, Rendered};
 use crate::consumers;
+use crate::error::ApiError;
 use crate::health::ConsumerHealth;
 use crate::log;
 use crate::openapi;
 use crate::periods::{Period, PeriodKind, PeriodView};
 use crate::ranking::Ranking;
-use crate::stream::{self, Feed, Refused};
+use crate::stream::{self, Feed};
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -45,7 +46,6 @@ pub struct HttpState {
     pub cache: ReadCache,
 }
 
-const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_LIMIT: i64 = 100;
 /// Deeper pages are no use to a reader, and an offset near i64::MAX overflows Redis's range.
 const MAX_OFFSET: i64 = 100_000;
@@ -60,15 +60,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/consumers", get(consumers_health))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi::document))
-        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route") })
+        .fallback(|| async { ApiError::NotFound })
         // axum adds `Allow` to this answer.
-        .method_not_allowed_fallback(|| async {
-            Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "METHOD_NOT_ALLOWED",
-                "this method is not allowed on this path",
-            )
-        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Inside the router, where the matched route template is known.
         .layer(axum::middleware::from_fn(shared::metrics::record_request));
     shared::http::with_request_log(routes).with_state(state)
@@ -94,11 +88,6 @@ pub struct Page {
     at: Option<String>,
 }
 
-/// 400 for a bad `period` or `at`: a bad query parameter, as SPEC §3 files it.
-fn invalid_period(detail: impl Into<String>) -> Response {
-    Problem::new(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST", detail).into_response()
-}
-
 /// The period `period` and `at` ask for (`None`: the all-time board), or why they ask for none.
 fn requested_period(ranking: &Ranking, page: &Page) -> Result<Option<Period>, String> {
     let kind = match (&page.period, &page.at) {
@@ -117,21 +106,6 @@ fn requested_period(ranking: &Ranking, page: &Page) -> Result<Option<Period>, St
     period
         .map(Some)
         .ok_or_else(|| format!("at {at} has no {} board", kind.as_str()))
-}
-
-fn malformed(detail: impl Into<String>) -> Response {
-    Problem::new(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST", detail).into_response()
-}
-
-/// 503: Redis does not answer; the cause is logged, never shown.
-fn ranking_unavailable(error: &redis::RedisError) -> Response {
-    tracing::warn!(%error, "cannot read the ranking");
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "UNAVAILABLE",
-        "the ranking store is unreachable",
-    )
-    .into_response()
 }
 
 /// The sell-out ranking, fastest first: the all-time board, or with `period` the board of a
@@ -159,27 +133,21 @@ pub async fn sold_out_ranking(
     State(state): State<HttpState>,
     headers: HeaderMap,
     page: Result<Query<Page>, QueryRejection>,
-) -> Response {
-    let Query(page) = match page {
-        Ok(page) => page,
-        Err(rejection) => return malformed(rejection.body_text()),
-    };
+) -> Result<Response, ApiError> {
+    let Query(page) = page.map_err(|rejection| ApiError::malformed(rejection.body_text()))?;
     let limit = page.limit.unwrap_or(10);
     let offset = page.offset.unwrap_or(0);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return malformed(format!(
+        return Err(ApiError::malformed(format!(
             "limit must be between 1 and {MAX_LIMIT}, got {limit}"
-        ));
+        )));
     }
     if !(0..=MAX_OFFSET).contains(&offset) {
-        return malformed(format!(
+        return Err(ApiError::malformed(format!(
             "offset must be between 0 and {MAX_OFFSET}, got {offset}"
-        ));
+        )));
     }
-    let period = match requested_period(&state.ranking, &page) {
-        Ok(period) => period,
-        Err(why) => return invalid_period(why),
-    };
+    let period = requested_period(&state.ranking, &page).map_err(ApiError::Malformed)?;
     let query = BoardQuery {
         board: period.as_ref().map(Period::name),
         limit: limit as u64,
@@ -191,14 +159,10 @@ pub async fn sold_out_ranking(
             // Taken before Redis is read: if the ranking changes meanwhile, this read is not kept.
             let ticket = state.cache.ticket();
             let mut redis = state.redis.clone();
-            let entries = match state
+            let entries = state
                 .ranking
                 .top_of(&mut redis, period.as_ref(), query.offset, query.limit)
-                .await
-            {
-                Ok(entries) => entries,
-                Err(error) => return ranking_unavailable(&error),
-            };
+                .await?;
             let key = state.ranking.board_key(period.as_ref());
             let mut body = json!({ "key": key, "entries": entries });
             if let Some(period) = &period {
@@ -209,7 +173,7 @@ pub async fn sold_out_ranking(
             page
         }
     };
-    cached_response(&page, headers.get(header::IF_NONE_MATCH))
+    Ok(cached_response(&page, headers.get(header::IF_NONE_MATCH)))
 }
 
 /// A cached page as the answer: 304 when the client holds it already.
@@ -248,26 +212,20 @@ fn cached_response(page: &Rendered, if_none_match: Option<&HeaderValue>) -> Resp
         openapi::StreamErrors,
     )
 )]
-pub async fn sold_out_stream(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+pub async fn sold_out_stream(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok());
     let mut redis = state.redis.clone();
-    match state.feed.subscribe(&mut redis, last_event_id).await {
-        Ok(events) => (
-            // Tells a buffering proxy (nginx) to pass each event on at once.
-            [("x-accel-buffering", "no")],
-            Sse::new(events).keep_alive(KeepAlive::new().interval(stream::HEARTBEAT)),
-        )
-            .into_response(),
-        Err(Refused::Full(max)) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            format!("this instance already serves its maximum of {max} live clients (STREAM_MAX_CLIENTS)"),
-        )
-        .into_response(),
-        Err(Refused::Unavailable(error)) => ranking_unavailable(&error),
-    }
+    let events = state.feed.subscribe(&mut redis, last_event_id).await?;
+    Ok((
+        // Tells a buffering proxy (nginx) to pass each event on at once.
+        [("x-accel-buffering", "no")],
+        Sse::new(events).keep_alive(KeepAlive::new().interval(stream::HEARTBEAT)),
+    ))
 }
 
 /// The live board: one self-contained page (no external resource) that shows the ranking and
@@ -302,8 +260,8 @@ const BOARD_PAGE: &str = include_str!("page.html");
     tag = "operations",
     responses((status = 200, description = "Alive", body = openapi::Alive))
 )]
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+pub async fn healthz() -> Json<shared::health::Alive> {
+    shared::health::alive()
 }
 
 /// Readiness: 200 when this instance can serve the ranking (Postgres and Redis answer), active
@@ -317,28 +275,15 @@ pub async fn healthz() -> Json<serde_json::Value> {
         (status = 503, description = "Postgres or Redis does not answer", body = openapi::Readiness),
     )
 )]
-pub async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<serde_json::Value>) {
+pub async fn readyz(State(state): State<HttpState>) -> Readiness {
     let mut redis = state.redis.clone();
     let ping = redis::cmd("PING");
+    let ping = async move { ping.query_async::<String>(&mut redis).await.is_ok() };
     let (postgres, redis) = tokio::join!(
-        tokio::time::timeout(READY_CHECK_TIMEOUT, shared::db::ping(&state.pool)),
-        tokio::time::timeout(READY_CHECK_TIMEOUT, ping.query_async::<String>(&mut redis)),
+        shared::health::postgres(&state.pool),
+        shared::health::probe("redis", ping),
     );
-    let postgres = postgres.unwrap_or(false);
-    let redis = matches!(redis, Ok(Ok(_)));
-    let status = if postgres && redis {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let word = |up: bool| if up { "ok" } else { "unreachable" };
-    (
-        status,
-        Json(
-            json!({ "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
-                          "postgres": word(postgres), "redis": word(redis) }),
-        ),
-    )
+    Readiness::naming_all([postgres, redis])
 }
 
 /// Each consumer as this instance runs it (active or standby, running or paused and why), with

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod consumer;
 pub mod consumers;
+pub mod error;
 pub mod health;
 pub mod http;
 pub mod leadership;

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod health;
 pub mod healthcheck;
 pub mod http;
 pub mod metrics;

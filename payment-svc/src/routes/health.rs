@@ -1,9 +1,6 @@
 //! Liveness, readiness and metrics.
 
-use std::time::Duration;
-
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Json;
@@ -23,15 +20,14 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-/// Readiness must answer promptly even when Postgres hangs.
-const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-
+/// The shape of `shared::health::alive`, for the OpenAPI document.
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     /// `ok`
     status: &'static str,
 }
 
+/// The shape of `shared::health::Readiness` naming failures only, for the OpenAPI document.
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
     /// `ready` or `unavailable`.
@@ -48,8 +44,8 @@ pub struct Readiness {
     tag = "operations",
     responses((status = 200, description = "Alive", body = Health))
 )]
-pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok" })
+pub async fn healthz() -> Json<shared::health::Alive> {
+    shared::health::alive()
 }
 
 /// Readiness: 200 when Postgres answers, else 503.
@@ -62,27 +58,8 @@ pub async fn healthz() -> Json<Health> {
         (status = 503, description = "Postgres does not answer", body = Readiness),
     )
 )]
-pub async fn readyz(State(pool): State<PgPool>) -> (StatusCode, Json<Readiness>) {
-    let ready = tokio::time::timeout(READY_CHECK_TIMEOUT, shared::db::ping(&pool))
-        .await
-        .unwrap_or(false);
-    if ready {
-        (
-            StatusCode::OK,
-            Json(Readiness {
-                status: "ready",
-                postgres: None,
-            }),
-        )
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Readiness {
-                status: "unavailable",
-                postgres: Some("unreachable"),
-            }),
-        )
-    }
+pub async fn readyz(State(pool): State<PgPool>) -> shared::health::Readiness {
+    shared::health::Readiness::naming_failures([shared::health::postgres(&pool).await])
 }
 
 /// Prometheus metrics, in its text format.

@@ -19,9 +19,11 @@ async fn health_readiness_and_metrics(_: PgPoolOptions, database: PgConnectOptio
         health.json::<Value>().await.unwrap(),
         json!({ "status": "ok" })
     );
+    let ready = app.get("/readyz").send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
     assert_eq!(
-        app.get("/readyz").send().await.unwrap().status(),
-        StatusCode::OK
+        ready.json::<Value>().await.unwrap(),
+        json!({ "status": "ready" })
     );
 
     let (_, schedules) = app.create_concert(1, 1, 10).await;
@@ -48,6 +50,26 @@ async fn health_readiness_and_metrics(_: PgPoolOptions, database: PgConnectOptio
     ] {
         assert!(metrics.contains(series), "metrics lack {series}");
     }
+}
+
+/// Every response carries the request's `x-request-id`: the client's own when it sent one, a
+/// new UUID when not, on success and on error alike.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn every_response_carries_a_request_id(_: PgPoolOptions, database: PgConnectOptions) {
+    let app = TestApp::spawn(database).await;
+    for path in ["/healthz", "/concerts/not-a-number", "/nowhere"] {
+        let response = app.get(path).send().await.unwrap();
+        let id = response.headers()["x-request-id"].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{path}: {id}");
+    }
+    let response = app
+        .get("/points")
+        .header("x-request-id", "trace-me-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["x-request-id"], "trace-me-7");
 }
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
@@ -117,9 +139,11 @@ async fn an_unreachable_database_is_503_with_retry_after() {
         app.get("/healthz").send().await.unwrap().status(),
         StatusCode::OK
     );
+    let ready = app.get("/readyz").send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
-        app.get("/readyz").send().await.unwrap().status(),
-        StatusCode::SERVICE_UNAVAILABLE
+        ready.json::<Value>().await.unwrap(),
+        json!({ "status": "unavailable", "postgres": "unreachable" })
     );
     let response = app
         .get("/points")

@@ -115,6 +115,10 @@ async fn redis_down_far_longer_than_any_retry_budget_dead_letters_nothing(
     assert!(status.redis_error.is_some());
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({ "status": "unavailable", "postgres": "ok", "redis": "unreachable" })
+    );
     assert!(harness.dead_letters().await.is_empty());
 
     redis.restart();

@@ -122,6 +122,47 @@ async fn invented_methods_and_paths_add_no_metric_series(
     }
 }
 
+/// Every response carries the request's `x-request-id` (the client's own, or a new UUID), and
+/// every request is counted by method, route template and status.
+#[sqlx::test(migrator = "shared::MIGRATOR")]
+async fn requests_get_ids_and_are_counted(_: PgPoolOptions, database: PgConnectOptions) {
+    let harness = Harness::new(database).await;
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let base = harness
+        .start_worker(Duration::from_millis(50), &shutdown)
+        .await;
+    let client = reqwest::Client::new();
+    for path in ["/healthz", "/rankings/sold-out?limit=0", "/nowhere"] {
+        let response = client.get(format!("{base}{path}")).send().await.unwrap();
+        let id = response.headers()["x-request-id"].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{path}: {id}");
+    }
+    let response = client
+        .get(format!("{base}/readyz"))
+        .header("x-request-id", "trace-me-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-me-7");
+
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"http_requests_total{method="GET",route="/healthz",status="200"}"#,
+        r#"http_requests_total{method="GET",route="/rankings/sold-out",status="400"}"#,
+        r#"http_request_duration_seconds_bucket{method="GET",route="/readyz""#,
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
+}
+
 /// Runs the binary on the test's database and ranking: (success, stdout, stderr).
 pub fn cli(harness: &Harness, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_ranking-worker"))
