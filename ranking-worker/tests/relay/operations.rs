@@ -8,7 +8,7 @@ use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{get_json, redis_url, settings, Harness};
+use crate::helpers::{get_json, get_text, redis_url, settings, Harness};
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn bad_ranking_parameters_are_400_problems(_: PgPoolOptions, database: PgConnectOptions) {
@@ -100,14 +100,7 @@ async fn invented_methods_and_paths_add_no_metric_series(
         .await
         .unwrap();
     assert_eq!(ranking.status(), StatusCode::OK);
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&client, &format!("{base}/metrics")).await;
     assert!(
         !metrics.contains(&invented),
         "the invented method is a label"
@@ -146,14 +139,7 @@ async fn requests_get_ids_and_are_counted(_: PgPoolOptions, database: PgConnectO
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], "trace-me-7");
 
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&client, &format!("{base}/metrics")).await;
     for series in [
         r#"http_requests_total{method="GET",route="/healthz",status="200"}"#,
         r#"http_requests_total{method="GET",route="/rankings/sold-out",status="400"}"#,
