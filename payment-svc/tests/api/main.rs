@@ -4,6 +4,7 @@ mod helpers;
 
 mod auth;
 mod bad_input;
+mod commit_modes;
 mod counter_migration;
 mod deadline;
 mod healthcheck;
