@@ -352,24 +352,18 @@ fn boards<'e>(
     boards
 }
 
+// The scripts' Lua is in `ranking/lua/`, one file per constant below, each documented here.
+// `Ranking::new` puts a script together from its helpers' files and its own, one after the
+// other (the writing ones after `local FIRST_BOARD = …` and `local SWAP_BOARDS = …`, from the
+// Rust constants of those names): so every file ends with a newline.
+
 /// Checks that the ranking's keys hold what the scripts write, before any write: Redis does
 /// not roll a script back, so an error halfway through would leave half a batch.
-const CHECK_TYPES: &str = r#"
-local expected = {'zset', 'hash', 'string', 'string'}
-for i = 1, 4 do
-  local found = redis.call('TYPE', KEYS[i]).ok
-  if found ~= 'none' and found ~= expected[i] then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. found .. ', expected a ' .. expected[i])
-  end
-end
-local count = redis.call('GET', KEYS[4])
-if count and not tonumber(count) then
-  return redis.error_reply('WRONGTYPE ' .. KEYS[4] .. ' holds no integer')
-end
-"#;
+const CHECK_TYPES: &str = include_str!("ranking/lua/check_types.lua");
 
 /// The period boards' and hidden members' helpers. A writing script's KEYS[6] is the list of
-/// boards (`{K}:periods`), KEYS[7] the hidden members, KEYS[FIRST_BOARD..] the batch's boards.
+/// boards (`{K}:periods`), KEYS[7] the hidden members, KEYS[FIRST_BOARD..] the batch's boards
+/// (`FIRST_BOARD` is [`FIRST_BOARD_KEY`], declared before the helpers).
 /// `check_boards` checks their types before any write, and that the hidden members are loaded
 /// (else an `UNLOADED` error: load them from Postgres and run the script again).
 /// `hidden_members` is a lookup of the hidden members. `write_boards` writes the `count` events
@@ -377,162 +371,17 @@ end
 /// gives the i-th event's score and member) and sets each board's expiry; it returns per event
 /// how many boards it changed. `write_boards_grouped` does the same in fewer commands and
 /// returns the total.
-const BOARDS: &str = r#"
-local function check_boards()
-  for i = 6, #KEYS do
-    local expected = 'zset'
-    if i == 7 then expected = 'set' end
-    local found = redis.call('TYPE', KEYS[i]).ok
-    if found ~= 'none' and found ~= expected then
-      return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. found .. ', expected a ' .. expected)
-    end
-  end
-  if redis.call('SISMEMBER', KEYS[7], '') == 0 then
-    return redis.error_reply('UNLOADED ' .. KEYS[7] .. ' is not loaded from Postgres')
-  end
-end
-local function hidden_members()
-  local hidden = {}
-  if redis.call('SCARD', KEYS[7]) > 1 then
-    for _, member in ipairs(redis.call('SMEMBERS', KEYS[7])) do hidden[member] = true end
-  end
-  return hidden
-end
--- An expiry only grows: a process with a shorter retention (a `replay` run with other
--- settings) must not cut short a board another keeps longer. NX sets a board's first expiry,
--- GT lengthens it (Redis 7); the list's score follows the same rule.
-local function set_expiries(at, count)
-  local expiries = at + 3 * count
-  for k = FIRST_BOARD, #KEYS do
-    local j = expiries + 2 * (k - FIRST_BOARD)
-    if redis.call('PEXPIREAT', KEYS[k], ARGV[j], 'NX') == 0 then
-      redis.call('PEXPIREAT', KEYS[k], ARGV[j], 'GT')
-    end
-    redis.call('ZADD', KEYS[6], 'GT', ARGV[j], ARGV[j + 1])
-  end
-  -- Boards that expired leave the list (TIME: seconds, then microseconds).
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. redis.call('TIME')[1] .. '000')
-end
--- Per event, for a replay's counts: one ZADD per event and board.
-local function write_boards(at, count, event, hidden)
-  local changed = {}
-  for i = 0, count - 1 do
-    local score, member = event(i)
-    local n = 0
-    if not hidden[member] then
-      for p = 0, 2 do
-        local k = tonumber(ARGV[at + 3 * i + p])
-        if k > 0 then n = n + redis.call('ZADD', KEYS[k], 'CH', score, member) end
-      end
-    end
-    changed[i + 1] = n
-  end
-  set_expiries(at, count)
-  return changed
-end
--- Per board, for the consumer's batches: one ZADD per board (a batch's events mostly share
--- their day, week and month), in chunks within Lua's stack. Returns how many entries changed.
-local function write_boards_grouped(at, count, event, hidden)
-  local per_board = {}
-  for i = 0, count - 1 do
-    local score, member = event(i)
-    if not hidden[member] then
-      for p = 0, 2 do
-        local k = tonumber(ARGV[at + 3 * i + p])
-        if k > 0 then
-          local args = per_board[k]
-          if not args then args = {}; per_board[k] = args end
-          args[#args + 1] = score
-          args[#args + 1] = member
-        end
-      end
-    end
-  end
-  local changed = 0
-  for k, args in pairs(per_board) do
-    for j = 1, #args, 1000 do
-      changed = changed + redis.call('ZADD', KEYS[k], 'CH', unpack(args, j, math.min(j + 999, #args)))
-    end
-  end
-  set_expiries(at, count)
-  return changed
-end
-"#;
+const BOARDS: &str = include_str!("ranking/lua/boards.lua");
 
 /// Writes the `count` events in ARGV[first..] (laid out by `apply_args`): absolute writes, so
 /// writing an event again changes nothing. Batched commands, in chunks that stay within Lua's
 /// stack (chunks of 1000 arguments keep (score, member) and (member, details) pairs together).
 /// Returns the count and how many members or details it added or changed.
-const WRITE_EVENTS: &str = r#"
-local function write_events(first, count)
-  local scores_end = first + 2 * count - 1
-  local details_end = first + 4 * count - 1
-  local changed = 0
-  for i = first, scores_end, 1000 do
-    changed = changed + redis.call('ZADD', KEYS[1], 'CH', unpack(ARGV, i, math.min(i + 999, scores_end)))
-  end
-  for i = scores_end + 1, details_end, 1000 do
-    changed = changed + redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 999, details_end)))
-  end
-  return count, changed
-end
-"#;
+const WRITE_EVENTS: &str = include_str!("ranking/lua/write_events.lua");
 
 /// The feed's helpers. Stream IDs (`ms-seq`, decimal, no leading zeros) are compared as numbers
 /// written out, longer first: Lua's numbers are doubles and would round a large `tx_id`.
-const FEED: &str = r#"
-local function greater(x, y)
-  if #x ~= #y then return #x > #y end
-  return x > y
-end
-local function id_after(a, b)
-  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
-  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
-  if a_ms ~= b_ms then return greater(a_ms, b_ms) end
-  return greater(a_seq, b_seq)
-end
--- The feed's last ID ever added, and the last one trimmed away ('0-0' for none).
-local function feed_ids(feed)
-  local last, trimmed = '0-0', '0-0'
-  if redis.call('EXISTS', feed) == 0 then return last, trimmed end
-  local info = redis.call('XINFO', 'STREAM', feed)
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then last = info[i + 1] end
-    if info[i] == 'max-deleted-entry-id' then trimmed = info[i + 1] end
-  end
-  return last, trimmed
-end
--- An error reply if the feed holds something else than a stream (checked before any write:
--- Redis does not roll a script back).
-local function feed_type_error(feed)
-  local found = redis.call('TYPE', feed).ok
-  if found ~= 'none' and found ~= 'stream' then
-    return redis.error_reply('WRONGTYPE ' .. feed .. ' holds a ' .. found .. ', expected a stream')
-  end
-end
--- The last log position the feed has announced, its `last` ID when that is one. A reset's own
--- ID may not be a log position (Redis took the next sequence number): it names the position
--- before it in its `after` field.
-local function last_position(feed, last)
-  local tail = redis.call('XREVRANGE', feed, '+', '-', 'COUNT', 1)[1]
-  if not tail or tail[1] ~= last or tail[2][1] ~= 'reset' then return last end
-  for i = 3, #tail[2], 2 do
-    if tail[2][i] == 'after' then return tail[2][i + 1] end
-  end
-  return last
-end
--- Tells every reader to read the board again, for a change no entry describes (a replay, a
--- swap, a heal): a `reset` just after the feed's last ID, under the same transaction id
--- ('<tx_id>-*': Redis takes the next sequence number), so the IDs still follow the log. That
--- ID may be a later row's of the same transaction, so the reset keeps the last position
--- announced (or `after`, when given) for the apply script to tell new rows from old.
-local function announce_reset(feed, max_len, after)
-  local last = feed_ids(feed)
-  after = after or last_position(feed, last)
-  local ms = string.match(last, '^(%d+)-')
-  redis.call('XADD', feed, 'MAXLEN', '~', max_len, ms .. '-*', 'reset', 0, 'after', after)
-end
-"#;
+const FEED: &str = include_str!("ranking/lua/feed.lua");
 
 /// The consumer's step: if the stored position is ARGV[1] (compare-and-set), writes the ARGV[4]
 /// events of the batch and moves the position to ARGV[2], last. Returns {1} when applied,
@@ -554,59 +403,7 @@ end
 /// announced, which a reset records, not after the feed's last ID. Old events that changed a board all the same (a heal into a
 /// ranking that lost them) are announced as a `reset`: every reader's cache must forget the
 /// boards it holds.
-const APPLY: &str = r#"
-local stored = redis.call('GET', KEYS[3]) or ''
-if stored ~= ARGV[1] then return {0, stored} end
-local feed_error = feed_type_error(KEYS[5])
-if feed_error then return feed_error end
-local wrong = check_boards()
-if wrong then return wrong end
-local hidden = hidden_members()
-local count, changed = write_events(6, tonumber(ARGV[4]))
-changed = changed + write_boards_grouped(6 + 5 * count, count, function(i) return ARGV[6 + 2 * i], ARGV[7 + 2 * i] end, hidden)
-if next(hidden) then
-  -- Written in bulk above, taken back here: hidden members are rare.
-  for i = 0, count - 1 do
-    local member = ARGV[7 + 2 * i]
-    if hidden[member] then
-      redis.call('ZREM', KEYS[1], member)
-      redis.call('HDEL', KEYS[2], member)
-    end
-  end
-end
-if count > 0 then redis.call('INCRBY', KEYS[4], count) end
-redis.call('SET', KEYS[3], ARGV[2])
-local last = feed_ids(KEYS[5])
-local announced = last_position(KEYS[5], last)
-local ids = 6 + 4 * count
-local first = count
-for i = 0, count - 1 do
-  if id_after(ARGV[ids + i], announced) then first = i; break end
-end
-if first < count and (count - first > tonumber(ARGV[5]) or not id_after(ARGV[ids + first], last)) then
-  -- Too many to announce one by one, or a reset took the first new one's ID: one reset for
-  -- them all, at the batch's last position if it is free.
-  local tail = ARGV[ids + count - 1]
-  if id_after(tail, last) then
-    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], tail, 'reset', count - first)
-  else
-    announce_reset(KEYS[5], ARGV[3], tail)
-  end
-elseif first == count then
-  if changed > 0 then announce_reset(KEYS[5], ARGV[3]) end
-else
-  for i = first, count - 1 do
-    local score, member = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
-    if not hidden[member] then
-      -- Shared by equal scores (1, 2, 2, 4): one more than the entries scoring lower.
-      local rank = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. score) + 1
-      redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], ARGV[ids + i],
-        'member', member, 'rank', rank, 'score', score, 'details', ARGV[7 + 2 * count + 2 * i])
-    end
-  end
-end
-return {1, ''}
-"#;
+const APPLY: &str = include_str!("ranking/lua/apply.lua");
 
 /// Replay: writes each of the ARGV[1] events' member, score and details (from ARGV[2], laid out
 /// by `restore_args`) and its period boards (KEYS[6..], see `BOARDS`), whatever the position
@@ -614,32 +411,7 @@ return {1, ''}
 /// board (restored), 0 where they held it exactly (or it is hidden). If any did and the next to
 /// last argument is '1' (the live ranking, not a rebuild nobody reads yet), announces a `reset`
 /// on the feed (KEYS[5], capped near the last argument's count of entries).
-const RESTORE: &str = r#"
-local feed_error = feed_type_error(KEYS[5])
-if feed_error then return feed_error end
-local wrong = check_boards()
-if wrong then return wrong end
-local hidden = hidden_members()
-local count = tonumber(ARGV[1])
-local on_boards = write_boards(2 + 3 * count, count, function(i) return ARGV[3 + 3 * i], ARGV[2 + 3 * i] end, hidden)
-local result, changed_any = {}, false
-for i = 0, count - 1 do
-  local member, score, details = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
-  local changed = 0
-  if not hidden[member] then
-    changed = redis.call('ZADD', KEYS[1], 'CH', score, member)
-    if redis.call('HGET', KEYS[2], member) ~= details then
-      redis.call('HSET', KEYS[2], member, details)
-      changed = 1
-    end
-  end
-  if on_boards[i + 1] > 0 then changed = 1 end
-  result[#result + 1] = changed
-  if changed == 1 then changed_any = true end
-end
-if changed_any and ARGV[#ARGV - 1] == '1' then announce_reset(KEYS[5], ARGV[#ARGV]) end
-return result
-"#;
+const RESTORE: &str = include_str!("ranking/lua/restore.lua");
 
 /// Swaps a finished rebuild in, if the live position is still ARGV[1] (the rebuild covers
 /// exactly the events the live ranking had applied); else returns -1 and the rebuild catches
@@ -661,75 +433,7 @@ return result
 ///
 /// Every key's type is checked before the first write: Redis does not roll a script back, and
 /// an error after the first RENAME would leave half a swap.
-const SWAP: &str = r#"
-local live_count, rebuild_count = tonumber(ARGV[4]), tonumber(ARGV[5])
-local first_rebuild = SWAP_BOARDS + live_count
-if redis.call('EXISTS', KEYS[7]) == 0 then return -2 end
-local stored = redis.call('GET', KEYS[3]) or ''
-if stored ~= ARGV[1] then return -1 end
--- The keys read or written by type: the rebuild's, the lists, the feed, the hidden members and
--- the rebuild's boards. The live ranking's are checked above; its boards are only deleted or
--- replaced, whatever they hold.
-local expected = {[5] = 'zset', [6] = 'hash', [7] = 'string', [8] = 'string', [9] = 'zset', [10] = 'zset', [11] = 'stream', [12] = 'set'}
-for j = 0, rebuild_count - 1 do expected[first_rebuild + 2 * j] = 'zset' end
-for i, want in pairs(expected) do
-  local found = redis.call('TYPE', KEYS[i]).ok
-  if found ~= 'none' and found ~= want then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. found .. ', expected a ' .. want)
-  end
-end
-local function listed(list, first, count)
-  local names = redis.call('ZRANGE', list, 0, -1)
-  if #names ~= count then return false end
-  for i = 1, count do
-    if names[i] ~= ARGV[first + i - 1] then return false end
-  end
-  return true
-end
-if not listed(KEYS[9], 6, live_count) or not listed(KEYS[10], 6 + live_count, rebuild_count) then
-  return -3
-end
-local hidden = redis.call('SMEMBERS', KEYS[12])
-if #hidden > 0 then
-  redis.call('ZREM', KEYS[5], unpack(hidden))
-  redis.call('HDEL', KEYS[6], unpack(hidden))
-  for j = 0, rebuild_count - 1 do
-    redis.call('ZREM', KEYS[first_rebuild + 2 * j], unpack(hidden))
-  end
-end
-for j = 0, rebuild_count - 1 do
-  local board, live = KEYS[first_rebuild + 2 * j], KEYS[first_rebuild + 2 * j + 1]
-  local live_expiry = redis.call('PEXPIRETIME', live)
-  if live_expiry > 0 and redis.call('PEXPIREAT', board, live_expiry, 'GT') == 1 then
-    redis.call('ZADD', KEYS[10], 'GT', live_expiry, ARGV[6 + live_count + j])
-  end
-end
-for i = 1, 2 do
-  if redis.call('EXISTS', KEYS[i + 4]) == 1 then
-    redis.call('RENAME', KEYS[i + 4], KEYS[i])
-  else
-    redis.call('DEL', KEYS[i])
-  end
-end
-for k = SWAP_BOARDS, first_rebuild - 1 do
-  redis.call('DEL', KEYS[k])
-end
-for j = 0, rebuild_count - 1 do
-  local board, live = KEYS[first_rebuild + 2 * j], KEYS[first_rebuild + 2 * j + 1]
-  if redis.call('EXISTS', board) == 1 then
-    redis.call('RENAME', board, live)
-  end
-end
-if redis.call('EXISTS', KEYS[10]) == 1 then
-  redis.call('RENAME', KEYS[10], KEYS[9])
-else
-  redis.call('DEL', KEYS[9])
-end
-redis.call('DEL', KEYS[7], KEYS[8])
-redis.call('SET', KEYS[3], ARGV[2])
-announce_reset(KEYS[11], ARGV[3])
-return redis.call('ZCARD', KEYS[1])
-"#;
+const SWAP: &str = include_str!("ranking/lua/swap.lua");
 
 /// The first period board's key in the swap script's KEYS (1-based, as Lua counts).
 const SWAP_BOARDS: usize = 13;
@@ -743,14 +447,7 @@ const SWAP_ATTEMPTS: usize = 10;
 /// loaded. A load adds to what a `remove` racing it added (neither is lost); a `restore` racing
 /// a load (Redis just lost the list) may leave the entry hidden in Redis only, the safe side,
 /// which `ranking restore` run again repairs.
-const LOAD_HIDDEN: &str = r#"
-if redis.call('SISMEMBER', KEYS[1], '') == 1 then return 0 end
-redis.call('SADD', KEYS[1], '')
-for i = 1, #ARGV, 1000 do
-  redis.call('SADD', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-return 1
-"#;
+const LOAD_HIDDEN: &str = include_str!("ranking/lua/load_hidden.lua");
 
 /// Hides ARGV[1]: adds it to the hidden members (KEYS[3]) and takes it off the all-time board
 /// (KEYS[1]), its details (KEYS[2]) and every period board (KEYS[6..]: the boards listed in
@@ -758,21 +455,7 @@ return 1
 /// near ARGV[2] entries), so every live board and read cache drops it. Returns 1 if it was on the
 /// all-time board; -1, writing nothing, if the list of boards is no longer the one given (a
 /// board added or expired since it was read): read it again and retry.
-const HIDE: &str = r#"
-local feed_error = feed_type_error(KEYS[4])
-if feed_error then return feed_error end
-local names = redis.call('ZRANGE', KEYS[5], 0, -1)
-if #names ~= #ARGV - 2 then return -1 end
-for i, name in ipairs(names) do
-  if name ~= ARGV[i + 2] then return -1 end
-end
-redis.call('SADD', KEYS[3], ARGV[1])
-local ranked = redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-for i = 6, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
-announce_reset(KEYS[4], ARGV[2])
-return ranked
-"#;
+const HIDE: &str = include_str!("ranking/lua/hide.lua");
 
 /// How many times [`Ranking::hide`] reads the list of period boards again when it changed under
 /// it; a board is added or expires a few times a day.
@@ -782,47 +465,22 @@ const HIDE_TRIES: usize = 5;
 /// first, then (member, score, details) per entry of every score the page holds, the whole
 /// group of each: Redis orders equal scores by member (`concert:10:…` before `concert:9:…`),
 /// and [`page`] orders and ranks them by their details instead.
-const READ_PAGE: &str = r#"
-local function read_page(offset, limit)
-  local stop = tonumber(offset) + tonumber(limit) - 1
-  local page = redis.call('ZRANGE', KEYS[1], offset, stop, 'WITHSCORES')
-  if #page == 0 then return {'0'} end
-  local low, high = page[2], page[#page]
-  local entries = redis.call('ZRANGE', KEYS[1], low, high, 'BYSCORE', 'WITHSCORES')
-  local result = {tostring(redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. low))}
-  for i = 1, #entries, 2 do
-    result[#result + 1] = entries[i]
-    result[#result + 1] = entries[i + 1]
-    result[#result + 1] = redis.call('HGET', KEYS[2], entries[i]) or ''
-  end
-  return result
-end
-"#;
+const READ_PAGE: &str = include_str!("ranking/lua/read_page.lua");
 
 /// A page of the ranking with its details, read in one atomic step.
-const READ: &str = "return read_page(ARGV[1], ARGV[2])";
+const READ: &str = include_str!("ranking/lua/read.lua");
 
 /// The top ARGV[1] entries and the feed's (KEYS[3]) last ID, in one atomic step: every entry
 /// after that ID is one the page does not show yet.
-const SNAPSHOT: &str = r#"
-local page = read_page(0, ARGV[1])
-table.insert(page, 1, (feed_ids(KEYS[3])))
-return page
-"#;
+const SNAPSHOT: &str = include_str!("ranking/lua/snapshot.lua");
 
 /// The feed's (KEYS[1]) last ID.
-const FEED_LAST: &str = "return (feed_ids(KEYS[1]))";
+const FEED_LAST: &str = include_str!("ranking/lua/feed_last.lua");
 
 /// The feed's entries after ARGV[1], at most ARGV[2] of them: {1, entries} ({id, fields} each),
 /// or {0, {}} when they cannot all be given (more than that, some trimmed away, or the feed is
 /// behind ARGV[1]: Redis lost it); the reader then needs a snapshot.
-const FEED_AFTER: &str = r#"
-local last, trimmed = feed_ids(KEYS[1])
-if id_after(ARGV[1], last) or id_after(trimmed, ARGV[1]) then return {0, {}} end
-local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', tonumber(ARGV[2]) + 1)
-if #entries > tonumber(ARGV[2]) then return {0, {}} end
-return {1, entries}
-"#;
+const FEED_AFTER: &str = include_str!("ranking/lua/feed_after.lua");
 
 /// About how many entries the feed keeps (`XADD … MAXLEN ~`): a reader that missed more gets a
 /// snapshot instead.
@@ -1580,6 +1238,28 @@ mod tests {
         assert!("812-4".parse::<FeedId>().unwrap() < "812-10".parse().unwrap());
         for bad in ["", "812", "812-", "-4", "+1-2", "1-2-3", "a-1", " 1-2"] {
             assert!(bad.parse::<FeedId>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_script_part_ends_a_line_so_parts_join() {
+        for part in [
+            CHECK_TYPES,
+            BOARDS,
+            WRITE_EVENTS,
+            FEED,
+            APPLY,
+            RESTORE,
+            SWAP,
+            LOAD_HIDDEN,
+            HIDE,
+            READ_PAGE,
+            READ,
+            SNAPSHOT,
+            FEED_LAST,
+            FEED_AFTER,
+        ] {
+            assert!(part.ends_with('\n'), "{part}");
         }
     }
 

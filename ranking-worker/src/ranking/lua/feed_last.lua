@@ -1,0 +1,1 @@
+return (feed_ids(KEYS[1]))

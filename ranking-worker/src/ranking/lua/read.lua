@@ -1,0 +1,1 @@
+return read_page(ARGV[1], ARGV[2])
