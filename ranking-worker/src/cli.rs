@@ -6,12 +6,13 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand};
-use shared::config::{DatabaseArgs, LogArgs};
+use shared::config::{DatabaseArgs, LogArgs, SecretParser};
 use uuid::Uuid;
 
 use crate::moderation::Member;
 use crate::periods::{self, PeriodKind, PeriodSettings};
 use crate::ranking::{Ranking, RankingKeys};
+use crate::redis_conn::RedisUrl;
 use crate::relay::RelaySettings;
 
 #[derive(Debug, Parser)]
@@ -71,8 +72,9 @@ pub struct HealthcheckArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
     /// Redis connection URL.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, default_value = "redis://127.0.0.1:6379",
+          value_parser = SecretParser::new(RedisUrl::parse))]
+    pub redis_url: RedisUrl,
 
     /// The ranking's sorted-set key; helper keys are named `{RANKING_KEY}:...`.
     #[arg(long, env = "RANKING_KEY", default_value = "concert:schedule:ranking", value_parser = RankingKeys::parse)]

@@ -15,6 +15,7 @@ use ranking_worker::log::ReplayFilter;
 use ranking_worker::periods::PeriodView;
 use ranking_worker::ranking::Ranking;
 use ranking_worker::worker::{Worker, WorkerSettings};
+use secrecy::ExposeSecret;
 use shared::config::DatabaseArgs;
 use tokio_util::sync::CancellationToken;
 
@@ -231,6 +232,6 @@ async fn connect_db(args: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
 }
 
 fn connect_ranking(args: &RedisArgs) -> anyhow::Result<(redis::aio::ConnectionManager, Ranking)> {
-    let redis = ranking_worker::redis_conn::connect(&args.redis_url)?;
+    let redis = ranking_worker::redis_conn::connect(args.redis_url.expose_secret())?;
     Ok((redis, args.ranking()))
 }

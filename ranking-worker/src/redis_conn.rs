@@ -3,10 +3,35 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::IntoConnectionInfo;
+use secrecy::{ExposeSecret, SecretString};
 
 /// Bounds every command, so an unreachable Redis is an error to retry, not a hang.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A Redis URL (`REDIS_URL`), checked when the command line is parsed (a bad one is a one-line
+/// error naming it) and kept as a secret: it may hold a password (`redis://:password@host`), so
+/// `Debug` never prints it.
+#[derive(Debug, Clone)]
+pub struct RedisUrl(SecretString);
+
+impl RedisUrl {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        // The redis crate's own message may quote the URL, password and all: name the problem
+        // only.
+        value.into_connection_info().map_err(|_| {
+            "is not a valid Redis URL (redis://[[user]:password@]host[:port][/db])".to_owned()
+        })?;
+        Ok(Self(value.into()))
+    }
+}
+
+impl ExposeSecret<str> for RedisUrl {
+    fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
 
 /// Connects lazily: the worker starts while Redis is down and retries until it is back.
 pub fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
@@ -60,6 +85,8 @@ pub fn refuse_evicting_policy(policy: Option<&str>) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     #[test]
@@ -79,5 +106,29 @@ mod tests {
         assert!(refuse_evicting_policy(Some("noeviction")).is_ok());
         // CONFIG not allowed: warned about, not refused.
         assert!(refuse_evicting_policy(None).is_ok());
+    }
+
+    #[derive(Debug, Parser)]
+    struct Args {
+        #[arg(long, value_parser = shared::config::SecretParser::new(RedisUrl::parse))]
+        redis_url: RedisUrl,
+    }
+
+    #[test]
+    fn redis_urls_are_checked_and_never_printed() {
+        let url = RedisUrl::parse("redis://:hunter2@cache:6379/0").unwrap();
+        assert_eq!(url.expose_secret(), "redis://:hunter2@cache:6379/0");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        let parsed = Args::try_parse_from(["x", "--redis-url", "redis://:hunter2@cache:6379"]);
+        assert!(!format!("{parsed:?}").contains("hunter2"));
+        let refused = Args::try_parse_from(["x", "--redis-url", "redis://:hunter2@cache:port"])
+            .unwrap_err()
+            .render()
+            .to_string();
+        assert!(refused.contains("--redis-url"), "{refused}");
+        assert!(
+            !refused.contains("hunter2"),
+            "the refusal shows the password: {refused}"
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use secrecy::ExposeSecret;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -20,6 +21,7 @@ use crate::http::{self, HttpState};
 use crate::leadership::Leadership;
 use crate::periods::PeriodSettings;
 use crate::ranking::{Ranking, RankingKeys};
+use crate::redis_conn::RedisUrl;
 use crate::relay::{Relay, RelaySettings};
 use crate::stream::Feed;
 use crate::webhook::{WebhookSettings, WebhookSink};
@@ -33,7 +35,7 @@ pub struct WorkerSettings {
     /// Where the HTTP API listens (`RANKING_HTTP_ADDR`); port 0 picks a free one.
     pub http_addr: SocketAddr,
     /// Redis, where the ranking lives (`REDIS_URL`).
-    pub redis_url: String,
+    pub redis_url: RedisUrl,
     /// The ranking's key and its hash-tagged helper keys (`RANKING_KEY`).
     pub ranking_keys: RankingKeys,
     /// The period boards' time zone and retention.
@@ -122,7 +124,7 @@ impl Worker {
         let database = database.application_name("ranking-worker");
         let pool =
             shared::db::pool_options(settings.max_connections).connect_lazy_with(database.clone());
-        let mut redis = crate::redis_conn::connect(&settings.redis_url)?;
+        let mut redis = crate::redis_conn::connect(settings.redis_url.expose_secret())?;
         // Refused at start when Redis answers; a Redis that is down is checked when it is back.
         match tokio::time::timeout(
             Duration::from_secs(3),
@@ -143,7 +145,7 @@ impl Worker {
         };
         let relay = Relay::new(
             pool.clone(),
-            &settings.redis_url,
+            settings.redis_url.expose_secret(),
             ranking.clone(),
             settings.relay.clone(),
         )?;
@@ -158,7 +160,7 @@ impl Worker {
         let cache = ReadCache::new();
         let feed = Feed::new(
             ranking.clone(),
-            &settings.redis_url,
+            settings.redis_url.expose_secret(),
             settings.stream_max_clients,
             cache.clone(),
         );

@@ -10,7 +10,7 @@ use crate::telemetry::LogFormat;
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Postgres connection URL.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = DatabaseUrlParser)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = SecretParser::new(DatabaseUrl::parse))]
     pub database_url: DatabaseUrl,
 
     /// Most connections this process opens to Postgres.
@@ -42,26 +42,40 @@ impl DatabaseUrl {
     }
 }
 
-/// Parses `DATABASE_URL` without echoing it: clap's usual report quotes a refused value, and
-/// this one may hold a password.
-#[derive(Debug, Clone, Copy)]
-pub struct DatabaseUrlParser;
+/// Parses a setting that may hold a secret (a URL with a password, a signing key) without
+/// echoing it: clap's usual report quotes a refused value. The error names the setting and what
+/// is wrong, from `parse`'s message, which must not quote the value either.
+pub struct SecretParser<T>(fn(&str) -> Result<T, String>);
 
-impl clap::builder::TypedValueParser for DatabaseUrlParser {
-    type Value = DatabaseUrl;
+impl<T> SecretParser<T> {
+    pub const fn new(parse: fn(&str) -> Result<T, String>) -> Self {
+        Self(parse)
+    }
+}
+
+impl<T> Clone for SecretParser<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SecretParser<T> {}
+
+impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for SecretParser<T> {
+    type Value = T;
 
     fn parse_ref(
         &self,
         command: &clap::Command,
         arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
-    ) -> Result<DatabaseUrl, clap::Error> {
+    ) -> Result<T, clap::Error> {
         let check = value
             .to_str()
             .ok_or_else(|| "is not valid UTF-8".to_owned())
-            .and_then(DatabaseUrl::parse);
+            .and_then(self.0);
         check.map_err(|why| {
-            let name = arg.map_or_else(|| "DATABASE_URL".to_owned(), ToString::to_string);
+            let name = arg.map_or_else(|| "a secret setting".to_owned(), ToString::to_string);
             clap::Error::raw(
                 clap::error::ErrorKind::ValueValidation,
                 format!("invalid value for '{name}': {why}\n"),

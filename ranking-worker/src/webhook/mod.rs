@@ -18,6 +18,8 @@ use chrono::Utc;
 use clap::Args;
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use shared::config::SecretParser;
 use shared::events::ConcertSoldOut;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -50,8 +52,9 @@ pub struct WebhookArgs {
 
     /// Signing secrets, space-separated, each `whsec_` + base64 of at least 24 bytes; every
     /// request is signed with each (for rotation). Required with the URL.
-    #[arg(long, env = "SOLD_OUT_WEBHOOK_SECRET", hide_env_values = true)]
-    pub sold_out_webhook_secret: Option<String>,
+    #[arg(long, env = "SOLD_OUT_WEBHOOK_SECRET", hide_env_values = true,
+          value_parser = SecretParser::new(WebhookSecret::parse))]
+    pub sold_out_webhook_secret: Option<WebhookSecret>,
 
     /// Longest one delivery may take (connecting, sending, the receiver's answer), in
     /// milliseconds; longer counts as the receiver being unavailable.
@@ -73,6 +76,18 @@ fn parse_url(text: &str) -> Result<Url, String> {
     }
 }
 
+/// `SOLD_OUT_WEBHOOK_SECRET` as given, kept as a secret so `Debug` never prints it; checked by
+/// [`Signer::parse`] when the webhook is configured (a URL is set).
+#[derive(Debug, Clone)]
+pub struct WebhookSecret(SecretString);
+
+impl WebhookSecret {
+    /// Takes any text: [`WebhookArgs::settings`] checks it, and only when a URL is set.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        Ok(Self(value.into()))
+    }
+}
+
 impl WebhookArgs {
     /// The consumer's settings, `None` when no URL is set. A URL without a usable secret is
     /// refused with one line that names what is wrong.
@@ -80,10 +95,10 @@ impl WebhookArgs {
         let Some(url) = self.sold_out_webhook_url.clone() else {
             return Ok(None);
         };
-        let secret = self.sold_out_webhook_secret.as_deref().ok_or_else(|| {
+        let secret = self.sold_out_webhook_secret.as_ref().ok_or_else(|| {
             anyhow::anyhow!("SOLD_OUT_WEBHOOK_SECRET is required when SOLD_OUT_WEBHOOK_URL is set")
         })?;
-        let signer = Signer::parse(secret).map_err(anyhow::Error::msg)?;
+        let signer = Signer::parse(secret.0.expose_secret()).map_err(anyhow::Error::msg)?;
         Ok(Some(WebhookSettings {
             url,
             signer: Arc::new(signer),
@@ -509,7 +524,7 @@ mod tests {
     fn args(url: Option<&str>, secret: Option<&str>) -> WebhookArgs {
         WebhookArgs {
             sold_out_webhook_url: url.map(|url| parse_url(url).unwrap()),
-            sold_out_webhook_secret: secret.map(str::to_owned),
+            sold_out_webhook_secret: secret.map(|secret| WebhookSecret::parse(secret).unwrap()),
             sold_out_webhook_timeout_ms: 10_000,
             sold_out_webhook_from_start: false,
         }
@@ -531,6 +546,16 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(settings.timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn webhook_secrets_are_never_printed() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let parsed = WebhookSecret::parse(secret).unwrap();
+        assert!(!format!("{parsed:?}").contains("MfKQ9r8G"));
+        let args = args(Some("https://example.com/hook"), Some(secret));
+        assert!(!format!("{args:?}").contains("MfKQ9r8G"));
+        assert!(!format!("{:?}", args.settings().unwrap()).contains("MfKQ9r8G"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use ranking_worker::ranking::{Ranking, RankingKeys};
+use ranking_worker::redis_conn::RedisUrl;
 use ranking_worker::relay::{Outcome, Relay, RelaySettings};
 use ranking_worker::webhook::WebhookSettings;
 use ranking_worker::worker::{Worker, WorkerSettings};
@@ -102,7 +103,7 @@ impl Harness {
     pub fn worker_settings(&self, poll_interval: Duration) -> WorkerSettings {
         WorkerSettings {
             http_addr: "127.0.0.1:0".parse().unwrap(),
-            redis_url: self.redis_url.clone(),
+            redis_url: RedisUrl::parse(&self.redis_url).unwrap(),
             ranking_keys: RankingKeys::parse(&self.key).unwrap(),
             periods: self.ranking.periods().to_owned(),
             relay: settings(),
