@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use serde_json::{json, Value};
+
 /// Polls `condition` every 20 ms until it holds; panics naming `deadline` if it does not hold
 /// by then. For effects that happen a moment after the action that causes them.
 pub async fn eventually(deadline: Duration, mut condition: impl AsyncFnMut() -> bool) {
@@ -14,4 +16,21 @@ pub async fn eventually(deadline: Duration, mut condition: impl AsyncFnMut() -> 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// How `instance` violates `schema`, a schema of the OpenAPI `document` (formats included).
+pub fn violations(document: &Value, schema: &Value, instance: &Value) -> Vec<String> {
+    // The document itself is the root the schema's $refs point into.
+    let mut root = document.clone();
+    root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+    root["allOf"] = json!([schema]);
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&root)
+        .unwrap();
+    validator
+        .iter_errors(instance)
+        .map(|error| format!("{} at {}", error, error.instance_path))
+        .collect()
 }

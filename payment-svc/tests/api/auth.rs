@@ -21,16 +21,8 @@ async fn bad_credentials_are_401(_: PgPoolOptions, database: PgConnectOptions) {
     )
     .unwrap();
     // exp one second ago: expiry has no leeway.
-    let expired = {
-        let claims =
-            json!({ "sub": "1", "role": "user", "exp": chrono::Utc::now().timestamp() - 1 });
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(crate::helpers::SECRET.as_bytes()),
-        )
-        .unwrap()
-    };
+    let expired =
+        signed(json!({ "sub": "1", "role": "user", "exp": chrono::Utc::now().timestamp() - 1 }));
     let cases: Vec<(&str, Option<String>)> = vec![
         ("no token", None),
         ("not bearer", Some(format!("Basic {}", token(1)))),

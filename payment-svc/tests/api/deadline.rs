@@ -3,14 +3,12 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use reqwest::StatusCode;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use payment_svc::startup::Limits;
 
-use crate::helpers::{settings, token, TestApp};
+use crate::helpers::{answer_to_a_stalled_body, settings, token, TestApp};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(300);
 
@@ -27,13 +25,6 @@ async fn payable_hold(app: &TestApp) -> uuid::Uuid {
     let (_, schedules) = app.create_concert(1, 1, 1_000).await;
     assert_eq!(app.charge(1, 1_000).await.status(), StatusCode::OK);
     app.hold_ok(1, schedules[0], 1).await
-}
-
-async fn payments(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM payments")
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
 }
 
 /// The pay statement waits on a row lock until after the request deadline; when it commits,
@@ -76,7 +67,7 @@ async fn a_payment_still_running_at_the_deadline_is_answered_with_its_outcome(
 
     let response = pay.await.unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
-    assert_eq!(payments(&app).await, 1);
+    assert_eq!(app.payments().await, 1);
 }
 
 /// A payment whose body does not arrive in time is 408, and nothing is paid; one sent
@@ -90,7 +81,6 @@ async fn a_payment_body_sent_too_slowly_is_408_and_pays_nothing(
     let hold = payable_hold(&app).await;
     let body = serde_json::json!({ "reservation_id": hold }).to_string();
     let address = app.base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let head = format!(
         "POST /payments HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nIdempotency-Key: slow\r\nContent-Length: {}\r\n\r\n\
@@ -99,28 +89,14 @@ async fn a_payment_body_sent_too_slowly_is_408_and_pays_nothing(
         body.len(),
         &body[..10],
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
     // ... and the rest of the body never comes.
-    let mut response = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut buffer = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut buffer).await.unwrap();
-            response.extend_from_slice(&buffer[..n]);
-            if n == 0 || String::from_utf8_lossy(&response).contains("REQUEST_TIMEOUT") {
-                break;
-            }
-        }
-    })
-    .await;
-    let response = String::from_utf8_lossy(&response);
-    assert!(read.is_ok(), "no answer within 5 s: {response:?}");
+    let response = answer_to_a_stalled_body(address, &head).await;
     assert!(response.starts_with("HTTP/1.1 408"), "{response}");
-    assert_eq!(payments(&app).await, 0);
+    assert_eq!(app.payments().await, 0);
 
     assert_eq!(
         app.pay(1, hold, "prompt").await.status(),
         StatusCode::CREATED
     );
-    assert_eq!(payments(&app).await, 1);
+    assert_eq!(app.payments().await, 1);
 }

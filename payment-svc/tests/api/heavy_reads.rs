@@ -9,7 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use payment_svc::startup::{Limits, Settings};
 
-use crate::helpers::{assert_problem, settings, token, TestApp};
+use crate::helpers::{answer_to_a_stalled_body, assert_problem, settings, token, TestApp};
 
 async fn seats(app: &TestApp, schedule: i64, query: &str) -> Value {
     let response = app
@@ -149,8 +149,6 @@ async fn a_statement_past_its_timeout_is_a_503(_: PgPoolOptions, database: PgCon
 /// and what it started changes nothing.
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn a_client_too_slow_to_send_its_body_gets_408(_: PgPoolOptions, database: PgConnectOptions) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let app = TestApp::spawn_with_limits(
         database,
         settings(),
@@ -162,29 +160,14 @@ async fn a_client_too_slow_to_send_its_body_gets_408(_: PgPoolOptions, database:
     .await;
     let before = app.fingerprint().await;
     let address = app.base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let head = format!(
         "POST /points/charge HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nIdempotency-Key: slow\r\nContent-Length: 100\r\n\r\n\
          {{\"amount\"",
         token(1)
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
     // ... and the rest of the body never comes.
-    let mut response = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut buffer = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut buffer).await.unwrap();
-            response.extend_from_slice(&buffer[..n]);
-            if n == 0 || String::from_utf8_lossy(&response).contains("REQUEST_TIMEOUT") {
-                break;
-            }
-        }
-    })
-    .await;
-    let response = String::from_utf8_lossy(&response);
-    assert!(read.is_ok(), "no answer within 5 s: {response:?}");
+    let response = answer_to_a_stalled_body(address, &head).await;
     assert!(response.starts_with("HTTP/1.1 408"), "{response}");
     assert!(response.contains("application/problem+json"), "{response}");
     assert!(

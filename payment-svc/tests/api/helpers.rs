@@ -167,6 +167,29 @@ impl TestApp {
             .unwrap()
     }
 
+    /// GET /reservations/{id} as `user`, its body whatever the status.
+    pub async fn reservation(&self, user: i64, id: Uuid) -> Value {
+        self.get(&format!("/reservations/{id}"))
+            .bearer_auth(token(user))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The service's Prometheus metrics, as text.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn balance(&self, user: i64) -> i64 {
         sqlx::query_scalar(
             "SELECT COALESCE((SELECT balance FROM point_balances WHERE user_id = $1), 0)",
@@ -175,6 +198,14 @@ impl TestApp {
         .fetch_one(&self.db)
         .await
         .unwrap()
+    }
+
+    /// How many payments were made, by anyone.
+    pub async fn payments(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM payments")
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
     }
 
     pub async fn outbox_rows(&self, schedule_id: i64) -> i64 {
@@ -222,6 +253,31 @@ pub fn mint(user: i64, role: Role, ttl: Duration) -> String {
         ttl,
     )
     .unwrap()
+}
+
+/// Sends `head`, a request whose body stops short, to the app at `address` on a connection of
+/// its own; returns what the app answers until it names `REQUEST_TIMEOUT` or closes the
+/// connection, asserting it answers within 5 s.
+pub async fn answer_to_a_stalled_body(address: &str, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buffer).await.unwrap();
+            response.extend_from_slice(&buffer[..n]);
+            if n == 0 || String::from_utf8_lossy(&response).contains("REQUEST_TIMEOUT") {
+                break;
+            }
+        }
+    })
+    .await;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    assert!(read.is_ok(), "no answer within 5 s: {response:?}");
+    response
 }
 
 /// Asserts a problem+json response with this status and code; returns its body.

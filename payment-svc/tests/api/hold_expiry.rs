@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{assert_problem, eventually, settings, token, TestApp};
+use crate::helpers::{assert_problem, eventually, settings, TestApp};
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn paying_after_the_hold_expired_is_refused_and_frees_the_seat(
@@ -50,15 +50,7 @@ async fn paying_after_the_hold_expired_is_refused_and_frees_the_seat(
         .await
         .unwrap();
     assert_eq!(seats["seats"][0]["status"], "AVAILABLE");
-    let shown: Value = app
-        .get(&format!("/reservations/{reservation}"))
-        .bearer_auth(token(1))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown = app.reservation(1, reservation).await;
     assert_eq!(shown["status"], "EXPIRED");
 
     // Someone else can hold the freed seat, and the old hold stays unpayable.

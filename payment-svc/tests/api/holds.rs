@@ -159,15 +159,7 @@ async fn releasing_my_hold_frees_the_seat_at_once(_: PgPoolOptions, database: Pg
         "RESERVATION_EXPIRED",
     )
     .await;
-    let shown: Value = app
-        .get(&format!("/reservations/{held}"))
-        .bearer_auth(token(1))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown = app.reservation(1, held).await;
     assert_eq!(shown["status"], "EXPIRED");
     app.hold_ok(2, schedules[0], 1).await;
 }

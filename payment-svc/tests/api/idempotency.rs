@@ -30,10 +30,7 @@ async fn twenty_concurrent_payments_with_one_key_pay_once(
         bodies.windows(2).all(|pair| pair[0] == pair[1]),
         "identical bodies"
     );
-    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let payments = app.payments().await;
     assert_eq!(payments, 1);
     assert_eq!(app.balance(1).await, 10_000 - 700);
     assert_eq!(bodies[0]["balance"], 10_000 - 700);

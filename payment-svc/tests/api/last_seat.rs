@@ -50,10 +50,7 @@ async fn two_hundred_buyers_for_fifty_seats_make_fifty_payments_and_one_event(
     let bought = join_all(buyers).await.into_iter().filter(|b| *b).count();
 
     assert_eq!(bought as i64, SEATS);
-    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let payments = app.payments().await;
     assert_eq!(payments, SEATS);
     let seats_sold_twice: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT seat_no FROM reservations WHERE status = 'CONFIRMED'

@@ -142,10 +142,7 @@ async fn a_refused_payment_writes_nothing_even_if_its_transaction_commits(
         .await
         .unwrap();
     assert_eq!(status, "HELD");
-    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let payments = app.payments().await;
     assert_eq!((payments, app.balance(7).await), (0, 499));
 
     // A seat whose counter row is missing is refused, not sold uncounted.

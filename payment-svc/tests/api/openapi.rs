@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
+use shared::testing::violations;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
@@ -55,23 +56,6 @@ async fn conforms(document: &Value, method: &str, path: &str, response: Response
         "{method} {path} {status}: {errors:?} in {body}"
     );
     body
-}
-
-/// How `instance` violates `schema`, a schema of `document` (formats included).
-fn violations(document: &Value, schema: &Value, instance: &Value) -> Vec<String> {
-    // The document itself is the root the schema's $refs point into.
-    let mut root = document.clone();
-    root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
-    root["allOf"] = json!([schema]);
-    let validator = jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft202012)
-        .should_validate_formats(true)
-        .build(&root)
-        .unwrap();
-    validator
-        .iter_errors(instance)
-        .map(|error| format!("{} at {}", error, error.instance_path))
-        .collect()
 }
 
 #[test]

@@ -34,14 +34,7 @@ async fn health_readiness_and_metrics(_: PgPoolOptions, database: PgConnectOptio
         StatusCode::CREATED
     );
 
-    let metrics = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for series in [
         "payments_confirmed_total",
         "schedules_sold_out_total",
@@ -260,14 +253,7 @@ async fn invented_methods_and_paths_add_no_metric_series(
             .unwrap();
         assert!(response.status().is_client_error(), "{path}");
     }
-    let metrics = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         !metrics.contains(&invented),
         "the invented method is a label"

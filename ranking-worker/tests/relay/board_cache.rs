@@ -11,9 +11,8 @@ use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{eventually, get_json, Harness, PrivateRedis};
+use crate::helpers::{eventually, members, Harness, PrivateRedis};
 use crate::stream::SseClient;
 
 /// One answer of GET /rankings/sold-out.
@@ -75,42 +74,17 @@ async fn top_ten(base: &str) -> Page {
     page
 }
 
-fn members(events: &[shared::events::ConcertSoldOut]) -> Vec<String> {
-    events.iter().map(ranking_worker::ranking::member).collect()
-}
-
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn a_cached_page_changes_as_soon_as_an_entry_is_applied_on_the_active_and_a_standby(
     _: PgPoolOptions,
     database: PgConnectOptions,
 ) {
     let harness = Harness::new(database).await;
-    let (first_stop, second_stop) = (CancellationToken::new(), CancellationToken::new());
-    let _guards = (
-        first_stop.clone().drop_guard(),
-        second_stop.clone().drop_guard(),
-    );
-    let client = reqwest::Client::new();
-    let role = async |base: &str| -> Value {
-        get_json(&client, &format!("{base}/consumers")).await["consumers"][0]["role"].clone()
-    };
-    let active = harness
-        .start_worker(Duration::from_millis(50), &first_stop)
-        .await;
-    eventually(Duration::from_secs(10), async || {
-        role(&active).await == "active"
-    })
-    .await;
-    let standby = harness
-        .start_worker(Duration::from_millis(50), &second_stop)
-        .await;
-    eventually(Duration::from_secs(10), async || {
-        role(&standby).await == "standby"
-    })
-    .await;
+    let workers = harness.start_active_and_standby().await;
+    let (active, standby) = (&workers.active, &workers.standby);
     let mut redis = harness.redis.clone();
 
-    for base in [&active, &standby] {
+    for base in [active, standby] {
         let mut live = SseClient::connect(base, None).await;
         assert_eq!(live.next().await.event, "snapshot");
         let before = top_ten(base).await;
@@ -173,11 +147,7 @@ async fn the_page_read_while_redis_was_empty_is_not_kept_after_the_heal(
 ) {
     let mut redis_server = PrivateRedis::start();
     let harness = Harness::with_redis(database, &redis_server.url()).await;
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let base = harness
-        .start_worker(Duration::from_millis(50), &shutdown)
-        .await;
+    let (base, _stop) = harness.start_worker_guarded().await;
     let mut live = SseClient::connect(&base, None).await;
     assert_eq!(live.next().await.event, "snapshot");
     let events = harness.enqueue(3).await;
@@ -248,11 +218,7 @@ async fn a_replay_a_rebuild_and_a_removal_leave_no_stale_page(
     database: PgConnectOptions,
 ) {
     let harness = Harness::new(database).await;
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let base = harness
-        .start_worker(Duration::from_millis(50), &shutdown)
-        .await;
+    let (base, _stop) = harness.start_worker_guarded().await;
     let mut live = SseClient::connect(&base, None).await;
     assert_eq!(live.next().await.event, "snapshot");
     let events = harness.enqueue(3).await;
@@ -344,11 +310,7 @@ async fn a_replay_a_rebuild_and_a_removal_leave_no_stale_page(
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn a_bad_query_is_still_a_400_and_not_cached(_: PgPoolOptions, database: PgConnectOptions) {
     let harness = Harness::new(database).await;
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let base = harness
-        .start_worker(Duration::from_millis(50), &shutdown)
-        .await;
+    let (base, _stop) = harness.start_worker_guarded().await;
     let good = top_ten(&base).await;
     for query in [
         "limit=0",

@@ -66,11 +66,7 @@ async fn redis_down_far_longer_than_any_retry_budget_dead_letters_nothing(
 ) {
     let mut redis = PrivateRedis::start();
     let harness = Harness::with_redis(database, &redis.url()).await;
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let base = harness
-        .start_worker(Duration::from_millis(50), &shutdown)
-        .await;
+    let (base, _stop) = harness.start_worker_guarded().await;
     let mut events = harness.enqueue(5).await;
     eventually(Duration::from_secs(20), async || {
         harness.applied_events().await == 5

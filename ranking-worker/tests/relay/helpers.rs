@@ -18,7 +18,7 @@ use shared::events::ConcertSoldOut;
 pub use shared::testing::eventually;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 pub fn redis_url() -> String {
@@ -85,6 +85,16 @@ impl Harness {
         self.start_worker_with(poll_interval, shutdown, None).await
     }
 
+    /// [`Self::start_worker`], polling every 50 ms, until the guard it returns with the base URL
+    /// is dropped.
+    pub async fn start_worker_guarded(&self) -> (String, DropGuard) {
+        let shutdown = CancellationToken::new();
+        let base = self
+            .start_worker(Duration::from_millis(50), &shutdown)
+            .await;
+        (base, shutdown.drop_guard())
+    }
+
     /// [`Self::start_worker`], with the webhook consumer when `webhook` is set.
     pub async fn start_worker_with(
         &self,
@@ -97,6 +107,37 @@ impl Harness {
             ..self.worker_settings(poll_interval)
         };
         self.start_worker_from(settings, shutdown).await
+    }
+
+    /// Starts two workers in this process on the test's database and ranking: the first, once
+    /// it is active; the second, once it stands by.
+    pub async fn start_active_and_standby(&self) -> ActiveAndStandby {
+        let (active_stop, standby_stop) = (CancellationToken::new(), CancellationToken::new());
+        let guards = (
+            active_stop.clone().drop_guard(),
+            standby_stop.clone().drop_guard(),
+        );
+        let client = reqwest::Client::new();
+        let active = self
+            .start_worker(Duration::from_millis(50), &active_stop)
+            .await;
+        eventually(Duration::from_secs(10), async || {
+            role(&client, &active).await == "active"
+        })
+        .await;
+        let standby = self
+            .start_worker(Duration::from_millis(50), &standby_stop)
+            .await;
+        eventually(Duration::from_secs(10), async || {
+            role(&client, &standby).await == "standby"
+        })
+        .await;
+        ActiveAndStandby {
+            active,
+            standby,
+            active_stop,
+            _stop: guards,
+        }
     }
 
     /// The settings [`Self::start_worker`] uses, for a test to change one.
@@ -145,6 +186,30 @@ impl Harness {
         )
     }
 
+    /// The `ranking-worker` binary with `args`, on this test's database, Redis and ranking and
+    /// nothing else of the test's environment.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ranking-worker"));
+        command
+            .args(args)
+            .env_clear()
+            .env("DATABASE_URL", self.database_url())
+            .env("REDIS_URL", &self.redis_url)
+            .env("RANKING_KEY", &self.key);
+        command
+    }
+
+    /// Runs the binary with `args` on the test's database and ranking: (success, stdout,
+    /// stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let output = self.command(args).output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    }
+
     /// Starts `ranking-worker run` as a process of its own on this test's database and ranking,
     /// with `env` added, its log (JSON lines) appended to `log`.
     pub fn spawn_worker(&self, log: &std::path::Path, env: &[(&str, &str)]) -> Child {
@@ -153,13 +218,8 @@ impl Harness {
             .append(true)
             .open(log)
             .unwrap();
-        Command::new(env!("CARGO_BIN_EXE_ranking-worker"))
-            .arg("run")
-            .env_clear()
-            .env("DATABASE_URL", self.database_url())
+        self.command(&["run"])
             .env("DATABASE_MAX_CONNECTIONS", "3")
-            .env("REDIS_URL", redis_url())
-            .env("RANKING_KEY", &self.key)
             .env("RANKING_HTTP_ADDR", "127.0.0.1:0")
             .env("BATCH_SIZE", "20")
             .env("POLL_INTERVAL_MS", "50")
@@ -320,6 +380,26 @@ pub fn event(schedule_id: i64) -> ConcertSoldOut {
         sale_started_at: sale,
         sold_out_at: sale + chrono::Duration::milliseconds(1_000 + schedule_id * 7_919 % 3_600_000),
     }
+}
+
+/// Two workers of one test, from [`Harness::start_active_and_standby`]: their base URLs.
+pub struct ActiveAndStandby {
+    pub active: String,
+    pub standby: String,
+    /// Cancelled, stops the active one; both stop when this is dropped.
+    pub active_stop: CancellationToken,
+    _stop: (DropGuard, DropGuard),
+}
+
+/// The ranking consumer's role on the worker at `base` (`active`, `standby`), as GET /consumers
+/// shows it.
+pub async fn role(client: &reqwest::Client, base: &str) -> serde_json::Value {
+    get_json(client, &format!("{base}/consumers")).await["consumers"][0]["role"].clone()
+}
+
+/// The ranking's members for `events`, in their order.
+pub fn members(events: &[ConcertSoldOut]) -> Vec<String> {
+    events.iter().map(ranking_worker::ranking::member).collect()
 }
 
 /// GETs `url` and returns the body as text, whatever the status.

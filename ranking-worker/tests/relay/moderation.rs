@@ -15,7 +15,6 @@ use ranking_worker::ranking::{member, SinkPosition, SwapResult};
 use redis::aio::ConnectionManager;
 use shared::events::ConcertSoldOut;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{eventually, get_json, settings, Harness, PrivateRedis};
 
@@ -85,17 +84,45 @@ fn member_of(event: &ConcertSoldOut) -> Member {
 /// thread: a worker running in the test may hold the moderation lock the command waits for,
 /// and must go on meanwhile.
 async fn cli(harness: &Harness, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ranking-worker"));
-    command
-        .args(args)
-        .env_clear()
-        .env("DATABASE_URL", harness.database_url())
-        .env("REDIS_URL", &harness.redis_url)
-        .env("RANKING_KEY", &harness.key)
-        .env("USER", "alice");
+    let mut command = command(harness, args);
     tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
         .unwrap()
+}
+
+/// `ranking-worker` with `args` on the test's database and ranking, run by `alice`.
+fn command(harness: &Harness, args: &[&str]) -> Command {
+    let mut command = harness.command(args);
+    command.env("USER", "alice");
+    command
+}
+
+/// `ranking remove member --reason reason` by the binary, which must succeed: its output.
+async fn remove_by_cli(harness: &Harness, member: &str, reason: &str) -> String {
+    stdout(&cli(harness, &["ranking", "remove", member, "--reason", reason]).await)
+}
+
+/// `ranking restore member` by the binary, which must succeed: its output.
+async fn restore_by_cli(harness: &Harness, member: &str) -> String {
+    stdout(&cli(harness, &["ranking", "restore", member]).await)
+}
+
+/// Hides `member` through the library, as `alice` for `fraud`.
+async fn remove_for_fraud(
+    harness: &Harness,
+    redis: &mut ConnectionManager,
+    member: &Member,
+) -> Removed {
+    moderation::remove(
+        &harness.pool,
+        redis,
+        &harness.ranking,
+        member,
+        "fraud",
+        "alice",
+    )
+    .await
+    .unwrap()
 }
 
 fn stdout(output: &Output) -> String {
@@ -131,11 +158,7 @@ async fn a_removed_entry_leaves_every_board_and_top_and_restore_brings_it_back_e
     let mut redis = harness.redis.clone();
     let hidden = member(&events[1]);
     // A worker's read API, its cache warm with the entry.
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let base = harness
-        .start_worker(Duration::from_millis(50), &shutdown)
-        .await;
+    let (base, _stop) = harness.start_worker_guarded().await;
     let client = reqwest::Client::new();
     let served = async |url: &str| -> Vec<String> {
         get_json(&client, &format!("{base}{url}")).await["entries"]
@@ -149,13 +172,7 @@ async fn a_removed_entry_leaves_every_board_and_top_and_restore_brings_it_back_e
     assert!(served("/rankings/sold-out").await.contains(&hidden));
     assert!(served(day_board).await.contains(&hidden));
 
-    let removed = stdout(
-        &cli(
-            &harness,
-            &["ranking", "remove", &hidden, "--reason", "a test sale"],
-        )
-        .await,
-    );
+    let removed = remove_by_cli(&harness, &hidden, "a test sale").await;
     assert_eq!(
         removed.trim(),
         format!("hid {hidden} on every board (reason: a test sale)")
@@ -200,7 +217,7 @@ async fn a_removed_entry_leaves_every_board_and_top_and_restore_brings_it_back_e
     .unwrap();
     assert_eq!(recorded, ("a test sale".to_owned(), "alice".to_owned()));
 
-    let restored = stdout(&cli(&harness, &["ranking", "restore", &hidden]).await);
+    let restored = restore_by_cli(&harness, &hidden).await;
     assert_eq!(restored.trim(), format!("restored {hidden} on every board"));
     assert_boards_hold(&harness, &mut redis, &events.iter().collect::<Vec<_>>()).await;
     let entry = harness
@@ -240,16 +257,7 @@ async fn a_hidden_entry_stays_hidden_through_replay_rebuild_and_a_heal(
     let events = sold_out(&harness).await;
     let mut redis = server.connection().await;
     let hidden = member_of(&events[2]);
-    let outcome = moderation::remove(
-        &harness.pool,
-        &mut redis,
-        &harness.ranking,
-        &hidden,
-        "fraud",
-        "alice",
-    )
-    .await
-    .unwrap();
+    let outcome = remove_for_fraud(&harness, &mut redis, &hidden).await;
     assert!(matches!(
         outcome,
         Removed::Hidden {
@@ -316,13 +324,7 @@ async fn bad_input_is_refused_with_one_line_and_changes_nothing(
     let events = sold_out(&harness).await;
     let mut redis = harness.redis.clone();
     let hidden = member(&events[0]);
-    stdout(
-        &cli(
-            &harness,
-            &["ranking", "remove", &hidden, "--reason", "test"],
-        )
-        .await,
-    );
+    remove_by_cli(&harness, &hidden, "test").await;
     let before = boards(&harness, &mut redis).await;
     let rows = async || -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM ranking_hidden")
@@ -379,13 +381,7 @@ async fn bad_input_is_refused_with_one_line_and_changes_nothing(
     assert_eq!(rows().await, 1);
 
     // Removing twice says so, and records nothing again.
-    let again = stdout(
-        &cli(
-            &harness,
-            &["ranking", "remove", &hidden, "--reason", "other"],
-        )
-        .await,
-    );
+    let again = remove_by_cli(&harness, &hidden, "other").await;
     assert!(
         again.starts_with(&format!("{hidden} is already hidden, since ")),
         "{again}"
@@ -414,16 +410,7 @@ async fn an_entry_hidden_while_a_rebuild_runs_is_not_brought_back_by_its_swap(
         .await
         .unwrap();
     let hidden = member_of(&events[3]);
-    moderation::remove(
-        &harness.pool,
-        &mut redis,
-        &harness.ranking,
-        &hidden,
-        "fraud",
-        "alice",
-    )
-    .await
-    .unwrap();
+    remove_for_fraud(&harness, &mut redis, &hidden).await;
 
     let swapped = harness
         .ranking
@@ -458,7 +445,7 @@ async fn restore_repairs_an_entry_hidden_in_redis_only(
         .unwrap();
     assert_boards_hold(&harness, &mut redis, &[&events[1], &events[2], &events[3]]).await;
 
-    let restored = stdout(&cli(&harness, &["ranking", "restore", &stale.to_string()]).await);
+    let restored = restore_by_cli(&harness, &stale.to_string()).await;
     assert_eq!(restored.trim(), format!("restored {stale} on every board"));
     assert_boards_hold(&harness, &mut redis, &events.iter().collect::<Vec<_>>()).await;
 }
@@ -472,16 +459,7 @@ async fn an_entry_restored_while_a_rebuild_runs_is_on_the_boards_after_its_swap(
     let events = sold_out(&harness).await;
     let mut redis = harness.redis.clone();
     let hidden = member_of(&events[1]);
-    moderation::remove(
-        &harness.pool,
-        &mut redis,
-        &harness.ranking,
-        &hidden,
-        "fraud",
-        "alice",
-    )
-    .await
-    .unwrap();
+    remove_for_fraud(&harness, &mut redis, &hidden).await;
     // The rebuild writes its pages while the entry is hidden: they skip it.
     let mut rebuild = replay::Rebuild::begin(&harness.pool, &mut redis, &harness.ranking)
         .await
@@ -507,13 +485,7 @@ async fn a_restore_that_stopped_after_postgres_is_finished_by_running_it_again(
     let events = sold_out(&harness).await;
     let mut redis = harness.redis.clone();
     let hidden = member(&events[2]);
-    stdout(
-        &cli(
-            &harness,
-            &["ranking", "remove", &hidden, "--reason", "fraud"],
-        )
-        .await,
-    );
+    remove_by_cli(&harness, &hidden, "fraud").await;
     // As a restore leaves it that closed its row and unhid the entry, then died before writing
     // its event back.
     sqlx::query(
@@ -527,7 +499,7 @@ async fn a_restore_that_stopped_after_postgres_is_finished_by_running_it_again(
     assert_boards_hold(&harness, &mut redis, &[&events[0], &events[1], &events[3]]).await;
 
     for _ in 0..2 {
-        let restored = stdout(&cli(&harness, &["ranking", "restore", &hidden]).await);
+        let restored = restore_by_cli(&harness, &hidden).await;
         assert_eq!(
             restored.trim(),
             format!("{hidden} was already restored; re-applied it on every board")
@@ -547,16 +519,7 @@ async fn a_restore_that_stopped_after_postgres_is_finished_by_running_it_again(
 async fn hidden_lists_disagree(harness: &Harness, events: &[ConcertSoldOut]) {
     let mut redis = harness.redis.clone();
     let stale = member_of(&events[1]);
-    moderation::remove(
-        &harness.pool,
-        &mut redis,
-        &harness.ranking,
-        &stale,
-        "fraud",
-        "alice",
-    )
-    .await
-    .unwrap();
+    remove_for_fraud(harness, &mut redis, &stale).await;
     sqlx::query(
         "UPDATE ranking_hidden SET restored_by = 'bob', restored_at = now() WHERE member = $1",
     )
@@ -627,16 +590,13 @@ async fn remove_from_a_shell_in_another_time_zone_clears_the_workers_period_boar
     let events = sold_out(&harness).await;
     let mut redis = harness.redis.clone();
     let hidden = member(&events[0]);
-    let output = Command::new(env!("CARGO_BIN_EXE_ranking-worker"))
-        .args(["ranking", "remove", &hidden, "--reason", "fraud"])
-        .env_clear()
-        .env("DATABASE_URL", harness.database_url())
-        .env("REDIS_URL", &harness.redis_url)
-        .env("RANKING_KEY", &harness.key)
-        .env("RANKING_TIMEZONE", "America/Los_Angeles")
-        .env("USER", "alice")
-        .output()
-        .unwrap();
+    let output = command(
+        &harness,
+        &["ranking", "remove", &hidden, "--reason", "fraud"],
+    )
+    .env("RANKING_TIMEZONE", "America/Los_Angeles")
+    .output()
+    .unwrap();
     stdout(&output);
     assert_boards_hold(&harness, &mut redis, &[&events[1], &events[2], &events[3]]).await;
 }

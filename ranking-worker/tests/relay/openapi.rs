@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
+use shared::testing::violations;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{eventually, get_json, Harness};
 
@@ -32,23 +32,6 @@ async fn document(client: &reqwest::Client, base: &str) -> Value {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
     response.json().await.unwrap()
-}
-
-/// How `instance` violates `schema`, a schema of `document` (formats included).
-fn violations(document: &Value, schema: &Value, instance: &Value) -> Vec<String> {
-    // The document itself is the root the schema's $refs point into.
-    let mut root = document.clone();
-    root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
-    root["allOf"] = json!([schema]);
-    let validator = jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft202012)
-        .should_validate_formats(true)
-        .build(&root)
-        .unwrap();
-    validator
-        .iter_errors(instance)
-        .map(|error| format!("{} at {}", error, error.instance_path))
-        .collect()
 }
 
 /// Asserts that `response` is documented for GET `path` (a route template) and that its body
@@ -99,11 +82,7 @@ fn the_check_refuses_what_does_not_conform() {
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn every_route_is_documented(_: PgPoolOptions, database: PgConnectOptions) {
     let harness = Harness::new(database).await;
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let base = harness
-        .start_worker(Duration::from_millis(50), &shutdown)
-        .await;
+    let (base, _stop) = harness.start_worker_guarded().await;
     let document = document(&reqwest::Client::new(), &base).await;
     assert!(document["openapi"].as_str().unwrap().starts_with("3.1."));
 
@@ -163,11 +142,7 @@ async fn every_route_is_documented(_: PgPoolOptions, database: PgConnectOptions)
 async fn responses_conform_to_the_document(_: PgPoolOptions, database: PgConnectOptions) {
     let harness = Harness::new(database).await;
     harness.enqueue(3).await;
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let base = harness
-        .start_worker(Duration::from_millis(50), &shutdown)
-        .await;
+    let (base, _stop) = harness.start_worker_guarded().await;
     let client = reqwest::Client::new();
     let doc = document(&client, &base).await;
     let url = format!("{base}/rankings/sold-out");

@@ -1,23 +1,17 @@
 //! The worker's HTTP API edges and its operator CLI, run as the binary.
 
 use std::process::Command;
-use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{get_json, get_text, redis_url, settings, Harness};
+use crate::helpers::{get_json, get_text, settings, Harness};
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn bad_ranking_parameters_are_400_problems(_: PgPoolOptions, database: PgConnectOptions) {
     let harness = Harness::new(database.clone()).await;
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let base = harness
-        .start_worker(Duration::from_millis(50), &shutdown)
-        .await;
+    let (base, _stop) = harness.start_worker_guarded().await;
     let client = reqwest::Client::new();
 
     for query in [
@@ -73,11 +67,7 @@ async fn invented_methods_and_paths_add_no_metric_series(
     database: PgConnectOptions,
 ) {
     let harness = Harness::new(database).await;
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let base = harness
-        .start_worker(Duration::from_millis(50), &shutdown)
-        .await;
+    let (base, _stop) = harness.start_worker_guarded().await;
     let client = reqwest::Client::new();
     let invented = format!("INVENTED{}", uuid::Uuid::new_v4().simple()).to_uppercase();
     let unknown_path = format!("/nowhere-{}", uuid::Uuid::new_v4().simple());
@@ -120,11 +110,7 @@ async fn invented_methods_and_paths_add_no_metric_series(
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn requests_get_ids_and_are_counted(_: PgPoolOptions, database: PgConnectOptions) {
     let harness = Harness::new(database).await;
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let base = harness
-        .start_worker(Duration::from_millis(50), &shutdown)
-        .await;
+    let (base, _stop) = harness.start_worker_guarded().await;
     let client = reqwest::Client::new();
     for path in ["/healthz", "/rankings/sold-out?limit=0", "/nowhere"] {
         let response = client.get(format!("{base}{path}")).send().await.unwrap();
@@ -149,23 +135,6 @@ async fn requests_get_ids_and_are_counted(_: PgPoolOptions, database: PgConnectO
     }
 }
 
-/// Runs the binary on the test's database and ranking: (success, stdout, stderr).
-pub fn cli(harness: &Harness, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_ranking-worker"))
-        .args(args)
-        .env_clear()
-        .env("DATABASE_URL", harness.database_url())
-        .env("REDIS_URL", redis_url())
-        .env("RANKING_KEY", &harness.key)
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
-}
-
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn the_operator_commands_print_tables_and_json(_: PgPoolOptions, database: PgConnectOptions) {
     let harness = Harness::new(database).await;
@@ -173,7 +142,7 @@ async fn the_operator_commands_print_tables_and_json(_: PgPoolOptions, database:
     harness.drain(&mut harness.relay(settings())).await;
     harness.enqueue(1).await;
 
-    let (ok, table, _) = cli(&harness, &["top", "--limit", "2"]);
+    let (ok, table, _) = harness.cli(&["top", "--limit", "2"]);
     assert!(ok);
     assert!(table.starts_with("RANK"), "{table}");
     assert_eq!(
@@ -181,7 +150,7 @@ async fn the_operator_commands_print_tables_and_json(_: PgPoolOptions, database:
         3,
         "a header and two entries: {table}"
     );
-    let (_, json, _) = cli(&harness, &["top", "--json"]);
+    let (_, json, _) = harness.cli(&["top", "--json"]);
     let top: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(top["entries"].as_array().unwrap().len(), 3);
     assert_eq!(
@@ -189,7 +158,7 @@ async fn the_operator_commands_print_tables_and_json(_: PgPoolOptions, database:
         events[0].sold_out_seconds()
     );
 
-    let (ok, json, _) = cli(&harness, &["status", "--json"]);
+    let (ok, json, _) = harness.cli(&["status", "--json"]);
     assert!(ok);
     let status: Value = serde_json::from_str(&json).unwrap();
     let ranking = &status["consumers"][0];
@@ -203,7 +172,7 @@ async fn the_operator_commands_print_tables_and_json(_: PgPoolOptions, database:
     );
     assert_eq!(status["log"]["events"], 4);
     assert_eq!(ranking["position"], ranking["mirror_position"]);
-    let (_, table, _) = cli(&harness, &["status"]);
+    let (_, table, _) = harness.cli(&["status"]);
     assert!(table.contains("lag             1 events"), "{table}");
     assert!(
         table.contains("redis policy      maxmemory-policy"),
@@ -216,30 +185,27 @@ async fn the_operator_commands_print_tables_and_json(_: PgPoolOptions, database:
         .exec_async(&mut redis)
         .await
         .unwrap();
-    let (ok, out, _) = cli(&harness, &["replay", "--dry-run"]);
+    let (ok, out, _) = harness.cli(&["replay", "--dry-run"]);
     assert!(ok);
     assert_eq!(out.trim(), "dry run: matched 3, restored 3, unchanged 0");
-    let (_, out, _) = cli(&harness, &["replay", "--json"]);
+    let (_, out, _) = harness.cli(&["replay", "--json"]);
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["restored"], 3);
-    let (_, out, _) = cli(&harness, &["replay", "--rebuild"]);
+    let (_, out, _) = harness.cli(&["replay", "--rebuild"]);
     assert_eq!(out.trim(), "rebuilt from 3 events; ranking size 3");
     harness.assert_ranking_is(&events).await;
 
-    let (ok, out, _) = cli(&harness, &["dead-letters", "list"]);
+    let (ok, out, _) = harness.cli(&["dead-letters", "list"]);
     assert!(ok);
     assert_eq!(out.trim(), "no dead letters");
-    let (ok, _, err) = cli(
-        &harness,
-        &[
-            "dead-letters",
-            "retry",
-            "00000000-0000-0000-0000-000000000000",
-        ],
-    );
+    let (ok, _, err) = harness.cli(&[
+        "dead-letters",
+        "retry",
+        "00000000-0000-0000-0000-000000000000",
+    ]);
     assert!(!ok);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("is not a dead letter"), "{err}");
-    let (ok, _, err) = cli(&harness, &["dead-letters", "retry", "not-a-uuid"]);
+    let (ok, _, err) = harness.cli(&["dead-letters", "retry", "not-a-uuid"]);
     assert!(!ok);
     assert_eq!(err.lines().count(), 1, "{err}");
 }
@@ -283,11 +249,7 @@ async fn healthcheck_exits_0_only_when_the_worker_is_ready(
     database: PgConnectOptions,
 ) {
     let harness = Harness::new(database).await;
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let base = harness
-        .start_worker(Duration::from_millis(50), &shutdown)
-        .await;
+    let (base, _stop) = harness.start_worker_guarded().await;
     let addr = base.trim_start_matches("http://").to_owned();
     let check = |addr: String| {
         Command::new(env!("CARGO_BIN_EXE_ranking-worker"))

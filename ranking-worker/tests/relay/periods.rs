@@ -13,7 +13,6 @@ use ranking_worker::ranking::member;
 use redis::aio::ConnectionManager;
 use shared::events::ConcertSoldOut;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::helpers::{get_json, settings, Harness, PrivateRedis};
@@ -181,11 +180,7 @@ async fn sell_outs_land_on_their_day_week_and_month_in_seoul(
     assert_eq!(listed, boards.keys().cloned().collect::<Vec<_>>());
 
     // Over HTTP, with the period named beside the key it read.
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let base = harness
-        .start_worker(Duration::from_millis(50), &shutdown)
-        .await;
+    let (base, _stop) = harness.start_worker_guarded().await;
     let client = reqwest::Client::new();
     let page = get_json(
         &client,
@@ -345,11 +340,7 @@ async fn a_bad_period_or_date_is_refused_and_changes_nothing(
 ) {
     let harness = Harness::new(database).await;
     enqueue(&harness, &sell_outs()).await;
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let base = harness
-        .start_worker(Duration::from_millis(50), &shutdown)
-        .await;
+    let (base, _stop) = harness.start_worker_guarded().await;
     crate::helpers::eventually(Duration::from_secs(20), async || {
         harness.applied_events().await == 5
     })

@@ -16,7 +16,6 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::helpers::{eventually, settings, Harness};
-use crate::operations::cli;
 
 const WEBHOOK: &str = "webhook";
 
@@ -512,7 +511,7 @@ async fn the_commands_refuse_bad_input_in_one_line_and_change_nothing(
         ],
         &["dead-letters", "list", "--consumer", "nosuch"],
     ] {
-        let (ok, out, err) = cli(&harness, args);
+        let (ok, out, err) = harness.cli(args);
         assert!(!ok, "{args:?}: {out}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(
@@ -534,12 +533,12 @@ async fn the_commands_refuse_bad_input_in_one_line_and_change_nothing(
             "2026-11-25T00:00:00Z",
         ],
     ] {
-        let (ok, out, err) = cli(&harness, args);
+        let (ok, out, err) = harness.cli(args);
         assert!(!ok, "{args:?}: {out}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     }
     // The webhook holds everything back: prune refuses, naming it, in one line.
-    let (ok, _, err) = cli(&harness, &["prune", "--before", &Utc::now().to_rfc3339()]);
+    let (ok, _, err) = harness.cli(&["prune", "--before", &Utc::now().to_rfc3339()]);
     assert!(!ok);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("not consumed yet by ranking (at 0/0"), "{err}");
@@ -549,10 +548,10 @@ async fn the_commands_refuse_bad_input_in_one_line_and_change_nothing(
     assert_eq!(table::halt_of(pool, WEBHOOK).await.unwrap(), None);
 
     // And the good paths print what they did.
-    let (ok, out, _) = cli(&harness, &["consumers", "pause", WEBHOOK]);
+    let (ok, out, _) = harness.cli(&["consumers", "pause", WEBHOOK]);
     assert!(ok);
     assert!(out.starts_with("paused webhook"), "{out}");
-    let (ok, table, _) = cli(&harness, &["consumers"]);
+    let (ok, table, _) = harness.cli(&["consumers"]);
     assert!(ok);
     assert!(table.starts_with("NAME"), "{table}");
     assert!(
@@ -561,23 +560,20 @@ async fn the_commands_refuse_bad_input_in_one_line_and_change_nothing(
             .any(|line| line.starts_with("webhook") && line.contains("paused")),
         "{table}"
     );
-    let (_, json, _) = cli(&harness, &["consumers", "--json"]);
+    let (_, json, _) = harness.cli(&["consumers", "--json"]);
     let listed: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(listed["consumers"][1]["name"], WEBHOOK);
     assert_eq!(listed["consumers"][1]["state"], "paused");
     assert_eq!(listed["consumers"][1]["lag"]["events"], 1);
-    let (ok, out, _) = cli(&harness, &["consumers", "resume", WEBHOOK]);
+    let (ok, out, _) = harness.cli(&["consumers", "resume", WEBHOOK]);
     assert!(ok && out.starts_with("resumed webhook"), "{out}");
-    let (ok, out, err) = cli(
-        &harness,
-        &[
-            "consumers",
-            "reset",
-            WEBHOOK,
-            "--since",
-            "2026-11-25T00:00:00Z",
-        ],
-    );
+    let (ok, out, err) = harness.cli(&[
+        "consumers",
+        "reset",
+        WEBHOOK,
+        "--since",
+        "2026-11-25T00:00:00Z",
+    ]);
     assert!(!ok, "{out}");
     assert!(err.contains("unchanged"), "{err}");
     assert_eq!(position_of(pool, WEBHOOK).await, LogPosition::START);
@@ -592,16 +588,13 @@ async fn the_commands_refuse_bad_input_in_one_line_and_change_nothing(
     .execute(pool)
     .await
     .unwrap();
-    let (ok, out, _) = cli(
-        &harness,
-        &["prune", "--before", &Utc::now().to_rfc3339(), "--dry-run"],
-    );
+    let (ok, out, _) = harness.cli(&["prune", "--before", &Utc::now().to_rfc3339(), "--dry-run"]);
     assert!(ok, "{out}");
     assert!(out.starts_with("dry run: would prune 1 rows"), "{out}");
-    let (ok, out, _) = cli(&harness, &["prune", "--before", &Utc::now().to_rfc3339()]);
+    let (ok, out, _) = harness.cli(&["prune", "--before", &Utc::now().to_rfc3339()]);
     assert!(ok, "{out}");
     assert!(out.starts_with("pruned 1 rows"), "{out}");
-    let (ok, status, _) = cli(&harness, &["status"]);
+    let (ok, status, _) = harness.cli(&["status"]);
     assert!(ok);
     assert!(
         status.contains(&format!("pruned            through {position} (1 rows")),

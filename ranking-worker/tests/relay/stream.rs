@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::helpers::{eventually, get_json, Harness, PrivateRedis};
+use crate::helpers::{eventually, members, Harness, PrivateRedis};
 
 /// One Server-Sent Event.
 #[derive(Debug)]
@@ -89,15 +89,8 @@ impl SseClient {
 /// A harness and a worker on it, which stops when the guard is dropped.
 async fn started(database: PgConnectOptions) -> (Harness, String, DropGuard) {
     let harness = Harness::new(database).await;
-    let shutdown = CancellationToken::new();
-    let base = harness
-        .start_worker(Duration::from_millis(50), &shutdown)
-        .await;
-    (harness, base, shutdown.drop_guard())
-}
-
-fn members(events: &[shared::events::ConcertSoldOut]) -> Vec<String> {
-    events.iter().map(ranking_worker::ranking::member).collect()
+    let (base, stop) = harness.start_worker_guarded().await;
+    (harness, base, stop)
 }
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
@@ -106,31 +99,10 @@ async fn a_standby_instances_clients_see_what_the_active_one_applies(
     database: PgConnectOptions,
 ) {
     let harness = Harness::new(database).await;
-    let (first_stop, second_stop) = (CancellationToken::new(), CancellationToken::new());
-    let _guards = (
-        first_stop.clone().drop_guard(),
-        second_stop.clone().drop_guard(),
-    );
-    let client = reqwest::Client::new();
-    let role = async |base: &str| -> Value {
-        get_json(&client, &format!("{base}/consumers")).await["consumers"][0]["role"].clone()
-    };
-    let active = harness
-        .start_worker(Duration::from_millis(50), &first_stop)
-        .await;
-    eventually(Duration::from_secs(10), async || {
-        role(&active).await == "active"
-    })
-    .await;
-    let standby = harness
-        .start_worker(Duration::from_millis(50), &second_stop)
-        .await;
-    eventually(Duration::from_secs(10), async || {
-        role(&standby).await == "standby"
-    })
-    .await;
+    let workers = harness.start_active_and_standby().await;
+    let standby = &workers.standby;
 
-    let mut stream = SseClient::connect(&standby, None).await;
+    let mut stream = SseClient::connect(standby, None).await;
     let snapshot = stream.next().await;
     assert_eq!(snapshot.event, "snapshot");
     assert_eq!(snapshot.data["entries"], serde_json::json!([]));
@@ -449,11 +421,7 @@ async fn clients_see_nothing_old_again_when_redis_restarts_empty(
 ) {
     let mut redis_server = PrivateRedis::start();
     let harness = Harness::with_redis(database, &redis_server.url()).await;
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    let base = harness
-        .start_worker(Duration::from_millis(50), &shutdown)
-        .await;
+    let (base, _stop) = harness.start_worker_guarded().await;
     let mut stream = SseClient::connect(&base, None).await;
     assert_eq!(stream.next().await.event, "snapshot");
     harness.enqueue(3).await;

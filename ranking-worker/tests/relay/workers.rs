@@ -3,11 +3,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{eventually, get_json, redis_url, Harness};
+use crate::helpers::{eventually, get_json, redis_url, role, Harness};
 
 #[sqlx::test(migrator = "shared::MIGRATOR")]
 async fn a_standby_takes_over_when_the_active_instance_stops(
@@ -15,29 +13,9 @@ async fn a_standby_takes_over_when_the_active_instance_stops(
     database: PgConnectOptions,
 ) {
     let harness = Harness::new(database).await;
-    let (first_stop, second_stop) = (CancellationToken::new(), CancellationToken::new());
-    let _guards = (
-        first_stop.clone().drop_guard(),
-        second_stop.clone().drop_guard(),
-    );
-    let first = harness
-        .start_worker(Duration::from_millis(50), &first_stop)
-        .await;
+    let workers = harness.start_active_and_standby().await;
+    let second = &workers.standby;
     let client = reqwest::Client::new();
-    let role = async |base: &str| -> Value {
-        get_json(&client, &format!("{base}/consumers")).await["consumers"][0]["role"].clone()
-    };
-    eventually(Duration::from_secs(10), async || {
-        role(&first).await == "active"
-    })
-    .await;
-    let second = harness
-        .start_worker(Duration::from_millis(50), &second_stop)
-        .await;
-    eventually(Duration::from_secs(10), async || {
-        role(&second).await == "standby"
-    })
-    .await;
 
     let before = harness.enqueue(20).await;
     eventually(Duration::from_secs(10), async || {
@@ -50,9 +28,9 @@ async fn a_standby_takes_over_when_the_active_instance_stops(
     let ranking = get_json(&client, &format!("{second}/rankings/sold-out?limit=100")).await;
     assert_eq!(ranking["entries"].as_array().unwrap().len(), 20);
 
-    first_stop.cancel();
+    workers.active_stop.cancel();
     eventually(Duration::from_secs(10), async || {
-        role(&second).await == "active"
+        role(&client, second).await == "active"
     })
     .await;
     let after = harness.enqueue(20).await;
