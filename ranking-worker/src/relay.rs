@@ -142,7 +142,7 @@ struct Prepared {
 
 impl Prepared {
     /// Decodes `batch` and works out its script's arguments: the worker's costliest part of a
-    /// batch, done (while draining) while the batch before it runs in Redis.
+    /// batch, done (while draining) as the batch before it runs in Redis.
     fn new(ranking: &Ranking, batch: log::Batch) -> Self {
         let (events, letters, skipped) = decode(&batch.rows);
         let script = ranking.prepare(
