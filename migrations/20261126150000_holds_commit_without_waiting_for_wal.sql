@@ -40,10 +40,8 @@
 --   its in-process metrics have seen it.
 --
 -- Call it as a statement of its own, as payment-svc does: the setting holds for the whole
--- transaction. So that a caller's explicit transaction holding a payment too can never commit
--- that payment (and a sell-out's outbox row, which a consumer may apply at once) asynchronously,
--- booking_pay_request, redefined below, puts the setting back to the session's own before it
--- pays. It overrides a synchronous_commit of remote_write or remote_apply as
+-- transaction, so a caller's explicit transaction (a payment in it, say) would commit
+-- asynchronously too. It overrides a synchronous_commit of remote_write or remote_apply as
 -- well, by design: with a synchronous standby, a failover loses at most the same recent,
 -- unpaid holds. booking_hold itself is unchanged, and still commits as the session says, for
 -- instances of the previous version during a rollout.
@@ -56,47 +54,4 @@ LANGUAGE sql VOLATILE AS $$
     SELECT set_config('synchronous_commit', 'off', true);
     SELECT * FROM booking_hold(p_user, p_schedule, p_seat, p_reservation, p_ttl_seconds,
                                p_max_holds);
-$$;
-
--- As in 20261126110000_pay_in_one_statement.sql, with the setting put back first: a payment
--- commits as the session is configured, whatever a hold earlier in its transaction turned off.
-CREATE OR REPLACE FUNCTION booking_pay_request(
-    p_user bigint, p_reservation uuid, p_payment uuid, p_event uuid, p_endpoint text,
-    p_key text, p_hash bytea,
-    OUT claim text, OUT outcome text, OUT amount bigint, OUT balance bigint,
-    OUT sold_out boolean, OUT response_status smallint, OUT response_bytes bytea)
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    v_paid record;
-BEGIN
-    IF current_setting('synchronous_commit') = 'off' THEN
-        PERFORM set_config('synchronous_commit',
-                           (SELECT reset_val FROM pg_settings WHERE name = 'synchronous_commit'),
-                           true);
-    END IF;
-    SELECT k.outcome, k.response_status, k.response_bytes
-      INTO claim, response_status, response_bytes
-      FROM idempotency_claim(p_user, p_endpoint, p_key, p_hash) k;
-    IF claim <> 'CLAIMED' THEN
-        RETURN;
-    END IF;
-    SELECT * INTO v_paid FROM booking_pay(p_user, p_reservation, p_payment, p_endpoint, p_key);
-    outcome := v_paid.outcome;
-    amount := v_paid.amount;
-    balance := v_paid.balance;
-    IF outcome <> 'PAID' THEN
-        -- Nothing was paid: free the key (see 20261126110000_pay_in_one_statement.sql).
-        DELETE FROM idempotency_keys k
-         WHERE k.user_id = p_user AND k.endpoint = p_endpoint AND k.key = p_key;
-        RETURN;
-    END IF;
-    sold_out := v_paid.sold_out_at IS NOT NULL;
-    IF sold_out THEN
-        PERFORM outbox_enqueue_concert_sold_out(
-            p_event, v_paid.concert_id, v_paid.schedule_id, v_paid.concert_title,
-            v_paid.seat_count, v_paid.sale_starts_at, v_paid.sold_out_at);
-    END IF;
-    response_status := 201;
-    response_bytes := v_paid.response_bytes;
-END
 $$;
