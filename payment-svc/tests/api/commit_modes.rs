@@ -46,7 +46,7 @@ async fn a_hold_commits_without_waiting_for_the_wal_and_a_payment_waits(
     assert_eq!(app.charge(1, 200).await.status(), StatusCode::OK);
     for seat in 1..=2 {
         let reservation = app.hold_ok(1, schedules[0], seat).await;
-        let paid = app.pay(1, reservation, &format!("pay-{seat}")).await;
+        let paid = app.pay(1, reservation, &format!("pay {seat}")).await;
         assert_eq!(paid.status(), StatusCode::CREATED);
     }
     assert_eq!(app.outbox_rows(schedules[0]).await, 1);
