@@ -138,19 +138,15 @@ pub async fn hold(
     // inside `booking_hold`, which says why each comes where it does. It writes only in its
     // last two statements, so a refusal writes nothing, and a lost race for the seat fails the
     // insert with reservations_one_live_per_seat (409 SEAT_UNAVAILABLE), undoing the expiry.
-    // `booking_hold_request` (migrations/20261126150000_*) commits it without waiting for the
-    // WAL flush; the payment, which moves the money, waits for it, and so makes the hold durable
-    // too. Why losing an unpaid hold to a crash is safe is written beside that function.
-    let hold: HoldOutcome =
-        sqlx::query_as("SELECT * FROM booking_hold_request($1, $2, $3, $4, $5, $6)")
-            .bind(caller.user.get())
-            .bind(body.schedule_id)
-            .bind(seat.get())
-            .bind(Uuid::now_v7())
-            .bind(state.hold_ttl_seconds)
-            .bind(i64::from(state.max_holds_per_user))
-            .fetch_one(&state.pool)
-            .await?;
+    let hold: HoldOutcome = sqlx::query_as("SELECT * FROM booking_hold($1, $2, $3, $4, $5, $6)")
+        .bind(caller.user.get())
+        .bind(body.schedule_id)
+        .bind(seat.get())
+        .bind(Uuid::now_v7())
+        .bind(state.hold_ttl_seconds)
+        .bind(i64::from(state.max_holds_per_user))
+        .fetch_one(&state.pool)
+        .await?;
     match hold.outcome.as_str() {
         "CREATED" => Ok((StatusCode::CREATED, Json(hold.reservation()?))),
         "MINE" => Ok((StatusCode::OK, Json(hold.reservation()?))),

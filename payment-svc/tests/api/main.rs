@@ -4,7 +4,6 @@ mod helpers;
 
 mod auth;
 mod bad_input;
-mod commit_modes;
 mod counter_migration;
 mod deadline;
 mod healthcheck;
