@@ -39,7 +39,6 @@ pub struct Receipt {
 /// if claimed the outcome of `booking_confirm_payment` (as last defined, in
 /// migrations/20261126140000_invariant_failures_are_internal_errors.sql) and the response
 /// stored.
-#[derive(sqlx::FromRow)]
 struct Confirmation {
     claim: String,
     outcome: Option<String>,
@@ -75,17 +74,21 @@ pub async fn confirm_payment(
     // the lock, deducts, inserts the payment and counts the seat, each step commented where it
     // is; the payment of the last seat writes the event; booking_pay stores the response. The
     // event id is chosen here, as every id is, and used only if this payment sells out.
-    let done: Confirmation =
-        sqlx::query_as("SELECT * FROM booking_pay_request($1, $2, $3, $4, $5, $6, $7)")
-            .bind(request.user.get())
-            .bind(reservation_id)
-            .bind(Uuid::now_v7())
-            .bind(Uuid::now_v7())
-            .bind(request.endpoint.as_str())
-            .bind(request.key.as_str())
-            .bind(request.hash.as_bytes())
-            .fetch_one(pool)
-            .await?;
+    let done = sqlx::query_as!(
+        Confirmation,
+        r#"SELECT claim AS "claim!", outcome, amount, balance, sold_out, response_status,
+                  response_bytes
+           FROM booking_pay_request($1, $2, $3, $4, $5, $6, $7)"#,
+        request.user.get(),
+        reservation_id,
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        request.endpoint.as_str(),
+        request.key.as_str(),
+        request.hash.as_bytes(),
+    )
+    .fetch_one(pool)
+    .await?;
     match idempotency::claimed(
         &done.claim,
         done.response_status,

@@ -10,8 +10,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::Connection;
 
-/// The advisory lock's key for the consumer named by `$1`.
-const LOCK_KEY: &str = "hashtextextended('outbox consumer ' || $1, 0)";
+// The lock's key for the consumer named by `$1` is hashtextextended('outbox consumer ' || $1, 0),
+// written out in each statement below (a checked query is one literal): keep them the same.
 
 /// How long a check of the lock's session may take before the session is presumed lost.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -52,10 +52,13 @@ impl Leadership {
         let Some(session) = self.session.as_mut() else {
             return Ok(false);
         };
-        let acquired = sqlx::query_scalar(&format!("SELECT pg_try_advisory_lock({LOCK_KEY})"))
-            .bind(&self.consumer)
-            .fetch_one(&mut *session)
-            .await;
+        let acquired = sqlx::query_scalar!(
+            r#"SELECT pg_try_advisory_lock(hashtextextended('outbox consumer ' || $1, 0))
+                   AS "acquired!""#,
+            self.consumer,
+        )
+        .fetch_one(&mut *session)
+        .await;
         if acquired.is_err() {
             self.session = None;
         }
@@ -93,14 +96,15 @@ impl Leadership {
 /// Whether some instance holds `consumer` right now (for `status`, from any process).
 pub async fn is_held(pool: &sqlx::PgPool, consumer: &str) -> sqlx::Result<bool> {
     // pg_locks shows a bigint advisory key as its high (classid) and low (objid) halves.
-    sqlx::query_scalar(&format!(
-        "SELECT EXISTS (
-             SELECT 1 FROM pg_locks
-             WHERE locktype = 'advisory' AND granted AND objsubid = 1
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-               AND (classid::bigint << 32) | objid::bigint = {LOCK_KEY})"
-    ))
-    .bind(consumer)
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (
+               SELECT 1 FROM pg_locks
+               WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 AND (classid::bigint << 32) | objid::bigint
+                     = hashtextextended('outbox consumer ' || $1, 0)) AS "held!""#,
+        consumer,
+    )
     .fetch_one(pool)
     .await
 }
@@ -113,8 +117,11 @@ pub async fn try_lock_for_transaction(
     consumer: &str,
 ) -> sqlx::Result<bool> {
     // Transaction and session advisory locks on one key conflict across sessions.
-    sqlx::query_scalar(&format!("SELECT pg_try_advisory_xact_lock({LOCK_KEY})"))
-        .bind(consumer)
-        .fetch_one(&mut *conn)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_xact_lock(hashtextextended('outbox consumer ' || $1, 0))
+               AS "acquired!""#,
+        consumer,
+    )
+    .fetch_one(&mut *conn)
+    .await
 }

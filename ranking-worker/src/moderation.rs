@@ -63,9 +63,6 @@ impl fmt::Display for Member {
     }
 }
 
-/// The advisory lock's key for moderating the ranking named by `$1`.
-const LOCK_KEY: &str = "hashtextextended('ranking moderation ' || $1, 0)";
-
 /// The right to change a ranking's hidden members in Postgres and Redis: a session advisory
 /// lock, per ranking key, on a connection of its own (taken out of the pool), so it is held
 /// until [`Self::release`] or until the connection closes, a dead process's too.
@@ -77,11 +74,14 @@ impl ModerationLock {
     /// Waits for the lock.
     pub async fn acquire(pool: &PgPool, ranking: &Ranking) -> sqlx::Result<Self> {
         let mut session = pool.acquire().await?.detach();
-        // Not a checked macro: the function returns `void`, which the macros do not decode.
-        sqlx::query(&format!("SELECT pg_advisory_lock({LOCK_KEY})"))
-            .bind(ranking.key())
-            .execute(&mut session)
-            .await?;
+        // The lock's key for the ranking named by `$1`.
+        sqlx::query!(
+            r#"SELECT pg_advisory_lock(hashtextextended('ranking moderation ' || $1, 0))
+                   AS "locked: ()""#,
+            ranking.key(),
+        )
+        .execute(&mut session)
+        .await?;
         Ok(Self { session })
     }
 

@@ -543,7 +543,7 @@ impl From<RelayError> for Pause {
 }
 
 async fn log_has_rows(pool: &PgPool) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM outbox)")
+    sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM outbox) AS "exists!""#)
         .fetch_one(pool)
         .await
 }

@@ -111,15 +111,17 @@ pub async fn begin(pool: &PgPool, request: Request<'_>) -> Result<Begin, ApiErro
     let mut tx = crate::db::begin(pool).await?;
     // One statement: idempotency_claim (migrations/20261125193000_idempotency_claim_in_sql.sql)
     // claims the key or reads the first request's response.
-    let (outcome, status, body): (String, Option<i16>, Option<Vec<u8>>) =
-        sqlx::query_as("SELECT * FROM idempotency_claim($1, $2, $3, $4)")
-            .bind(request.user.get())
-            .bind(request.endpoint.as_str())
-            .bind(request.key.as_str())
-            .bind(&request.hash.0[..])
-            .fetch_one(&mut *tx)
-            .await?;
-    match claimed(&outcome, status, body)? {
+    let claim = sqlx::query!(
+        r#"SELECT outcome AS "outcome!", response_status, response_bytes
+           FROM idempotency_claim($1, $2, $3, $4)"#,
+        request.user.get(),
+        request.endpoint.as_str(),
+        request.key.as_str(),
+        &request.hash.0[..],
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    match claimed(&claim.outcome, claim.response_status, claim.response_bytes)? {
         Claim::Claimed => Ok(Begin::Fresh(tx)),
         Claim::Replay(saved) => {
             tx.rollback().await?;
@@ -170,14 +172,16 @@ pub async fn save(
 ) -> Result<(), ApiError> {
     // idempotency_save (migrations/20261125192000_payment_response_in_sql.sql) is the one
     // statement that stores a response; booking_pay calls it too.
-    sqlx::query("SELECT idempotency_save($1, $2, $3, $4, $5)")
-        .bind(request.user.get())
-        .bind(request.endpoint.as_str())
-        .bind(request.key.as_str())
-        .bind(response.status.as_u16() as i16)
-        .bind(&response.body)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        r#"SELECT idempotency_save($1, $2, $3, $4, $5) AS "saved: ()""#,
+        request.user.get(),
+        request.endpoint.as_str(),
+        request.key.as_str(),
+        response.status.as_u16() as i16,
+        &response.body,
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -81,7 +81,7 @@ pub async fn pay(
     Ok(response.into_response())
 }
 
-#[derive(Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Payment {
     payment_id: Uuid,
     reservation_id: Uuid,
@@ -112,14 +112,15 @@ pub async fn show(
     Path(payment_id): Path<Uuid>,
 ) -> Result<Json<Payment>, ApiError> {
     // Another user's payment is reported as not found, so ids cannot be probed.
-    let payment: Option<Payment> = sqlx::query_as(
+    let payment = sqlx::query_as!(
+        Payment,
         "SELECT p.id AS payment_id, p.reservation_id, r.schedule_id, r.seat_no, p.amount,
                 p.created_at
          FROM payments p JOIN reservations r ON r.id = p.reservation_id
          WHERE p.id = $1 AND p.user_id = $2",
+        payment_id,
+        caller.user.get(),
     )
-    .bind(payment_id)
-    .bind(caller.user.get())
     .fetch_optional(&state.pool)
     .await?;
     payment.map(Json).ok_or(ApiError::NotFound("payment"))

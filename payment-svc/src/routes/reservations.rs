@@ -67,7 +67,6 @@ const RESERVATION_COLUMNS: &str = "id AS reservation_id, schedule_id, seat_no, p
 
 /// What `booking_hold` (migrations/20261125190000_hold_and_pay_functions.sql) did: its
 /// outcome, and the reservation for MINE and CREATED.
-#[derive(sqlx::FromRow)]
 struct HoldOutcome {
     outcome: String,
     reservation_id: Option<Uuid>,
@@ -138,15 +137,19 @@ pub async fn hold(
     // inside `booking_hold`, which says why each comes where it does. It writes only in its
     // last two statements, so a refusal writes nothing, and a lost race for the seat fails the
     // insert with reservations_one_live_per_seat (409 SEAT_UNAVAILABLE), undoing the expiry.
-    let hold: HoldOutcome = sqlx::query_as("SELECT * FROM booking_hold($1, $2, $3, $4, $5, $6)")
-        .bind(caller.user.get())
-        .bind(body.schedule_id)
-        .bind(seat.get())
-        .bind(Uuid::now_v7())
-        .bind(state.hold_ttl_seconds)
-        .bind(i64::from(state.max_holds_per_user))
-        .fetch_one(&state.pool)
-        .await?;
+    let hold = sqlx::query_as!(
+        HoldOutcome,
+        r#"SELECT outcome AS "outcome!", reservation_id, schedule_id, seat_no, price, held_until
+           FROM booking_hold($1, $2, $3, $4, $5, $6)"#,
+        caller.user.get(),
+        body.schedule_id,
+        seat.get(),
+        Uuid::now_v7(),
+        state.hold_ttl_seconds,
+        i64::from(state.max_holds_per_user),
+    )
+    .fetch_one(&state.pool)
+    .await?;
     match hold.outcome.as_str() {
         "CREATED" => Ok((StatusCode::CREATED, Json(hold.reservation()?))),
         "MINE" => Ok((StatusCode::OK, Json(hold.reservation()?))),
@@ -274,13 +277,13 @@ pub async fn release(
     // A released hold is an expired one, expired now: it leaves the live-reservation index (the
     // seat is free) and can never be paid. The row lock serialises this with a payment of the
     // same hold; whichever is second sees the other's outcome.
-    let released = sqlx::query(
+    let released = sqlx::query!(
         "UPDATE reservations
          SET status = 'EXPIRED', held_until = least(held_until, clock_timestamp())
          WHERE id = $1 AND user_id = $2 AND status = 'HELD'",
+        reservation_id,
+        caller.user.get(),
     )
-    .bind(reservation_id)
-    .bind(caller.user.get())
     .execute(&state.pool)
     .await?
     .rows_affected();
@@ -288,13 +291,14 @@ pub async fn release(
         return Ok(StatusCode::NO_CONTENT);
     }
     // CONFIRMED and EXPIRED are final, so what this reads cannot change under it.
-    let status: Option<(String,)> =
-        sqlx::query_as("SELECT status FROM reservations WHERE id = $1 AND user_id = $2")
-            .bind(reservation_id)
-            .bind(caller.user.get())
-            .fetch_optional(&state.pool)
-            .await?;
-    match status.as_ref().map(|(status,)| status.as_str()) {
+    let status = sqlx::query_scalar!(
+        "SELECT status FROM reservations WHERE id = $1 AND user_id = $2",
+        reservation_id,
+        caller.user.get(),
+    )
+    .fetch_optional(&state.pool)
+    .await?;
+    match status.as_deref() {
         None => Err(ApiError::NotFound("reservation")),
         Some("CONFIRMED") => Err(ApiError::ReservationNotHeld),
         Some(_) => Ok(StatusCode::NO_CONTENT),
